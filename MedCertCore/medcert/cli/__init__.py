@@ -1,0 +1,1 @@
+"""The ``medcert`` command line."""

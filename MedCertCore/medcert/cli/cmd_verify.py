@@ -1,0 +1,15 @@
+"""`medcert verify` (placeholder until implemented)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser("verify", help="(not yet implemented)").set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medcert.errors import MedCertError
+
+    raise MedCertError("'verify' is not implemented yet")
