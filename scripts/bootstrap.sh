@@ -15,7 +15,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[medcert] installing pinned dependencies (first run takes a few minutes)" >&2
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$lock"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$lock" 2>&1 | { grep -v "is ignored: it is neither" || true; } >&2
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$root"
   echo "$want" > "$stamp"
 fi

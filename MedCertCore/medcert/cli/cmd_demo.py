@@ -1,15 +1,71 @@
-"""`medcert demo` (placeholder until implemented)."""
+"""``medcert demo``: the whole job on an embedded default study: generate → segment + certify → verify."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from medcert.progress import StderrProgress
+
+DEMO_SEED = 7
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("demo", help="(not yet implemented)").set_defaults(func=run)
+    p = sub.add_parser("demo", help="run segment + certify + verify on a generated demo chest CT")
+    p.add_argument("--workdir", default=".medcert-demo", help="folder for the demo study, keys and outputs")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.set_defaults(func=run)
+
+
+def demo_study(workdir: Path) -> Path:
+    """A synthetic chest CT (seeded phantom) written once as NRRD."""
+    from medcert.io import write_scalar_nrrd
+    from medcert.phantom import generate_chest_ct
+
+    path = workdir / "study" / f"demo-chest-seed{DEMO_SEED}.nrrd"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ph = generate_chest_ct(DEMO_SEED)
+        write_scalar_nrrd(path, ph.volume.voxels, ph.volume.ijk_to_ras)
+    return path
+
+
+def demo_weights(workdir: Path) -> Path:
+    """The bundled demo model, or (clearly labelled) deterministic untrained placeholder weights."""
+    from medcert.models.placeholder import write_placeholder_weights
+    from medcert.weights import default_weights_path
+
+    bundled = default_weights_path()
+    if bundled is not None:
+        return bundled
+    path = workdir / "weights" / "untrained-placeholder.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    print("NOTE: bundled demo model not found; using UNTRAINED placeholder weights (meaningless output)")
+    return write_placeholder_weights(path)
 
 
 def run(args: argparse.Namespace) -> int:
-    from medcert.errors import MedCertError
+    from medcert.keys import PRIVATE_NAME, PUBLIC_NAME, generate_keypair
+    from medcert.pipeline import segment_to_files, verify_files
 
-    raise MedCertError("'demo' is not implemented yet")
+    work = Path(args.workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    keys = work / "keys"
+    if not (keys / PRIVATE_NAME).exists():
+        generate_keypair(keys)
+    study = demo_study(work)
+    weights = demo_weights(work)
+    db = work / "audit.sqlite"
+    print(f"study    {study}\nweights  {weights}\nkeys     {keys}")
+    print("== segment + certify")
+    res = segment_to_files(study, keys / PRIVATE_NAME, work / "out", weights_path=weights, threads=args.threads,
+                           audit_db=db, progress=StderrProgress())
+    print(f"trace_id {res.trace_id}\nlabelmap {res.labelmap}\nsidecar  {res.sidecar}")
+    for name, organ in res.certified.record.evidence.get("findings", {}).get("organs", {}).items():
+        print(f"  {name}: {organ['volume_ml']:.1f} mL")
+    print("== verify (replay)")
+    report = verify_files(study, res.sidecar, trust=[keys / PUBLIC_NAME], weights_path=weights,
+                          mask_path=res.labelmap, trace_id=res.trace_id, threads=args.threads, audit_db=db,
+                          progress=StderrProgress())
+    print(report.render())
+    return report.exit_code

@@ -1,0 +1,55 @@
+"""Finding summary: organ volumes and, per anomaly component, size, position, side and peak probability."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from medcert.volume import Volume
+
+MAX_FINDINGS = 100
+
+
+def _r(x: float, nd: int = 3) -> float:
+    return float(round(float(x), nd)) + 0.0
+
+
+def summarize(labels: np.ndarray, anomaly: np.ndarray | None, volume: Volume, label_names: dict[int, str],
+              anomaly_label: int | None) -> dict[str, Any]:
+    """Findings computed from a labelmap on the input grid (exactly reproducible from the mask)."""
+    m = volume.ijk_to_ras
+    voxel_mm3 = abs(float(np.linalg.det(m[:3, :3])))
+    counts = np.bincount(labels.reshape(-1), minlength=256)
+    organs = {name: {"voxels": int(counts[v]), "volume_ml": _r(counts[v] * voxel_mm3 / 1000.0, 2)}
+              for v, name in sorted(label_names.items()) if v != anomaly_label}
+    nodules: list[dict[str, Any]] = []
+    if anomaly_label is not None:
+        comp, n = ndimage.label(labels == anomaly_label, structure=np.ones((3, 3, 3), dtype=bool))
+        lung_labels = [v for v in label_names if v != anomaly_label]
+        for c in range(1, n + 1):
+            idx = np.argwhere(comp == c)
+            vol_mm3 = idx.shape[0] * voxel_mm3
+            centre = idx.mean(axis=0)
+            ras = m[:3, :3] @ centre + m[:3, 3]
+            lo, hi = np.maximum(idx.min(axis=0) - 3, 0), idx.max(axis=0) + 4
+            box = labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+            near = {v: int(np.count_nonzero(box == v)) for v in lung_labels}
+            side = max(near, key=lambda v: (near[v], -v)) if any(near.values()) else None
+            peak = float(anomaly[comp == c].max()) if anomaly is not None else None
+            nodules.append({
+                "voxels": int(idx.shape[0]), "volume_mm3": _r(vol_mm3, 2),
+                "equivalent_diameter_mm": _r(2.0 * (3.0 * vol_mm3 / (4.0 * math.pi)) ** (1 / 3), 2),
+                "centroid_ras": [_r(v, 2) for v in ras],
+                "side": label_names.get(side) if side is not None else None,
+                "max_probability": _r(peak, 4) if peak is not None else None,
+            })
+        nodules.sort(key=lambda f: (-f["volume_mm3"], f["centroid_ras"]))
+    return {"organs": organs, "n_findings": len(nodules), "findings": nodules[:MAX_FINDINGS]}
+
+
+def findings_for_run(volume: Volume, run: Any, adapter: Any) -> dict[str, Any]:
+    """Findings of a SegmentationRun with its adapter's label names."""
+    return summarize(run.outputs.labels, run.outputs.anomaly, volume, adapter.labels, adapter.anomaly_label)
