@@ -1,15 +1,35 @@
-"""`medcert keygen` (placeholder until implemented)."""
+"""`medcert keygen`: create an Ed25519 signing key pair (private key mode 0600, never overwritten)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("keygen", help="(not yet implemented)").set_defaults(func=run)
+    p = sub.add_parser("keygen", help="create an Ed25519 signing key pair",
+                       description="Write signing-key.pem (private, mode 0600) and signing-key.pub.pem "
+                                   "(give this one to auditors) into DIR. "
+                                   "Existing keys are never overwritten.")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the key files (created if absent)")
+    p.add_argument("--passphrase-env", metavar="VAR",
+                   help="encrypt the private key with the passphrase held in environment variable VAR")
+    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from medcert.errors import MedCertError
+    from medcert.errors import KeyFileError
+    from medcert.keys import generate_keypair, key_id, load_public_key
 
-    raise MedCertError("'keygen' is not implemented yet")
+    passphrase = None
+    if args.passphrase_env:
+        value = os.environ.get(args.passphrase_env)
+        if not value:
+            raise KeyFileError(f"environment variable {args.passphrase_env} (--passphrase-env) "
+                               "is unset or empty")
+        passphrase = value.encode("utf-8")
+    priv, pub = generate_keypair(args.out, passphrase)
+    print(f"private key: {priv} (mode 0600{', encrypted' if passphrase else ''}; keep it secret)")
+    print(f"public key:  {pub}")
+    print(f"key id:      {key_id(load_public_key(pub))}")
+    return 0

@@ -1,4 +1,5 @@
-"""``medcert segment``: segment a study, certify the run, write labelmap + anomaly map + sidecar."""
+"""``medcert segment``: segment a study, certify the run, write labelmap + anomaly map + sidecar
+(and, with ``--dicom-seg``, a DICOM SEG carrying the certificate)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="safetensors weights (default: the bundled demo model)")
     p.add_argument("--series", help="SeriesInstanceUID when the folder holds several series")
     p.add_argument("--sidecar-dir", help="where to write <StudyInstanceUID>.medcert.json (default: --out)")
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="also write <trace_id>.seg.dcm, a DICOM SEG with the certificate in a private block "
+                        "(DICOM series input only)")
     p.add_argument("--threads", type=int, help="torch CPU threads (recorded in the certificate)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:n] (TF32 is disabled)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -30,13 +34,14 @@ def run(args: argparse.Namespace) -> int:
 
     res = segment_to_files(args.input, args.key, args.out, weights_path=args.weights, series_uid=args.series,
                            sidecar_dir=args.sidecar_dir, device=args.device, threads=args.threads,
-                           audit_db=args.audit_db, progress=StderrProgress())
+                           audit_db=args.audit_db, dicom_seg=args.dicom_seg, progress=StderrProgress())
     core = res.certified.record.core
     findings = res.certified.record.evidence.get("findings", {})
     summary = {
         "trace_id": res.trace_id, "model": f"{core['mdl']['n']} {core['mdl']['v']}", "key_id": core["kid"],
         "study_uid": core["study"], "sidecar": str(res.sidecar), "labelmap": str(res.labelmap),
-        "anomaly_map": str(res.anomaly) if res.anomaly else None, "findings": findings,
+        "anomaly_map": str(res.anomaly) if res.anomaly else None,
+        "dicom_seg": str(res.dicom_seg) if res.dicom_seg else None, "findings": findings,
         "audit_seq": res.audit_entry.seq if res.audit_entry else None,
     }
     if args.json:
@@ -54,5 +59,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"labelmap   {res.labelmap}")
     if res.anomaly:
         print(f"anomaly    {res.anomaly}")
+    if res.dicom_seg:
+        print(f"DICOM SEG  {res.dicom_seg}")
     print(f"sidecar    {res.sidecar}")
     return 0

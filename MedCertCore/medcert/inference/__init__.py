@@ -4,5 +4,12 @@ from medcert.inference.adapter import ModelAdapter, WeightsAdapter
 from medcert.inference.preprocess import Preprocessed, PreprocessSpec, preprocess_volume
 from medcert.inference.run import SegmentationRun, run_segmentation
 
-__all__ = ["ModelAdapter", "Preprocessed", "PreprocessSpec", "SegmentationRun", "WeightsAdapter",
-           "preprocess_volume", "run_segmentation"]
+__all__ = [
+           "ModelAdapter",
+           "PreprocessSpec",
+           "Preprocessed",
+           "SegmentationRun",
+           "WeightsAdapter",
+           "preprocess_volume",
+           "run_segmentation",
+]

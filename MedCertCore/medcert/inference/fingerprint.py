@@ -57,7 +57,7 @@ class TrajectoryRecorder:
             h.remove()
         self._handles.clear()
 
-    def _hook(self, name: str):  # noqa: ANN202
+    def _hook(self, name: str):
         def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
             shape = tuple(int(s) for s in output.shape[1:])  # per-sample shape (batch is 1)
             key = (name, shape)

@@ -28,7 +28,7 @@ def to_input_grid(logits: np.ndarray, grid_to_ras: np.ndarray, volume: Volume, *
                   margin_tol: float) -> GridOutputs:
     """Trilinear interpolation of canonical logits ``[C, X, Y, Z]`` at every input voxel, chunked over k."""
     ni, nj, nk = volume.shape
-    c, gx, gy, gz = logits.shape
+    _c, gx, gy, gz = logits.shape
     src = torch.from_numpy(np.ascontiguousarray(logits)).unsqueeze(0)
     labels = np.empty((ni, nj, nk), dtype=np.uint8, order="F")
     anomaly = np.empty((ni, nj, nk), dtype=np.float32, order="F") if anomaly_label is not None else None

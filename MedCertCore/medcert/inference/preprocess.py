@@ -66,8 +66,8 @@ def inverse_affine(m: np.ndarray) -> list[list[float]]:
         [c01 / det, (a[0][0] * a[2][2] - a[0][2] * a[2][0]) / det, (a[0][2] * a[1][0] - a[0][0] * a[1][2]) / det],
         [c02 / det, (a[0][1] * a[2][0] - a[0][0] * a[2][1]) / det, (a[0][0] * a[1][1] - a[0][1] * a[1][0]) / det],
     ]
-    out = [row + [-(row[0] * t[0] + row[1] * t[1] + row[2] * t[2])] for row in inv]
-    return out + [[0.0, 0.0, 0.0, 1.0]]
+    out = [[*row, -(row[0] * t[0] + row[1] * t[1] + row[2] * t[2])] for row in inv]
+    return [*out, [0.0, 0.0, 0.0, 1.0]]
 
 
 def matmul4(a: Any, b: Any) -> list[list[float]]:
@@ -85,7 +85,7 @@ def canonical_grid(volume: Volume, spacing: float) -> tuple[np.ndarray, tuple[in
                for i in (0, ni - 1) for j in (0, nj - 1) for k in (0, nk - 1)]
     lo = [min(c[r] for c in corners) for r in range(3)]
     hi = [max(c[r] for c in corners) for r in range(3)]
-    shape = tuple(int(math.floor((hi[r] - lo[r]) / spacing + 1e-6)) + 1 for r in range(3))
+    shape = tuple(math.floor((hi[r] - lo[r]) / spacing + 1e-6) + 1 for r in range(3))
     if math.prod(shape) > MAX_GRID_VOXELS:
         raise InputError(f"volume spans {shape} voxels at {spacing} mm; too large for this model")
     g = np.array([[spacing, 0, 0, lo[0]], [0, spacing, 0, lo[1]], [0, 0, spacing, lo[2]], [0, 0, 0, 1]],
