@@ -52,7 +52,7 @@ def decode_array(obj: Any, *, max_elements: int = 1 << 24, field: str = "array")
     if dtype not in ALLOWED_DTYPES:
         raise CertificateError(f"{field}: dtype {dtype!r} not allowed")
     if (not isinstance(shape, list) or len(shape) > 8
-            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s for s in shape)):
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
         raise CertificateError(f"{field}: shape must be a list of non-negative integers")
     n = math.prod(shape)
     if n > max_elements:

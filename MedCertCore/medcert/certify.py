@@ -10,8 +10,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from medcert.certificate import build_core, evidence_digest, new_trace_id, sign_core, utc_now
-from medcert.evidence import build_evidence, mask_digest, section_digest
 from medcert.environment import environment_record
+from medcert.evidence import build_evidence, mask_digest, section_digest
 from medcert.inference import SegmentationRun, WeightsAdapter, run_segmentation
 from medcert.keys import key_id
 from medcert.progress import ProgressFn, silent
