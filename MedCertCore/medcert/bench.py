@@ -31,10 +31,15 @@ class BenchInputs:
 def _study_volume(full_size: bool):
     """A generated chest CT: 512×512×130 at 0.7×0.7×2.5 mm (full) or a small one."""
     from medcert.phantom import generate_chest_ct
+    from medcert.volume import Volume
 
-    if full_size:
-        return generate_chest_ct(11, shape=(512, 512, 130), spacing=(0.7, 0.7, 2.5)).volume
-    return generate_chest_ct(11, shape=(160, 160, 48), spacing=(2.0, 2.0, 5.0)).volume
+    if not full_size:
+        return generate_chest_ct(11, spacing_xy=2.5, thickness=5.0, orientation="lps").volume
+    vol = generate_chest_ct(11, spacing_xy=0.7, thickness=2.5, fov_mm=358.4, orientation="lps").volume
+    start = max(0, (vol.shape[2] - 130) // 2)  # the central 130 slices: a 512×512×130 chest study
+    m = vol.ijk_to_ras.copy()
+    m[:3, 3] += start * m[:3, 2]
+    return Volume(np.ascontiguousarray(vol.voxels[:, :, start:start + 130]), m, vol.identity)
 
 
 def prepare_bench_inputs(tmp: Path, *, full_size: bool = False, threads: int | None = None) -> BenchInputs:

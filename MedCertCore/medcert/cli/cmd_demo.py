@@ -18,16 +18,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def demo_study(workdir: Path) -> Path:
-    """A synthetic chest CT (seeded phantom) written once as NRRD."""
-    from medcert.io import write_scalar_nrrd
+    """A synthetic chest CT (seeded phantom) written once as a DICOM CT series."""
+    from medcert.dicomseg import write_ct_series
     from medcert.phantom import generate_chest_ct
 
-    path = workdir / "study" / f"demo-chest-seed{DEMO_SEED}.nrrd"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ph = generate_chest_ct(DEMO_SEED)
-        write_scalar_nrrd(path, ph.volume.voxels, ph.volume.ijk_to_ras)
-    return path
+    folder = workdir / "study" / f"demo-chest-seed{DEMO_SEED}"
+    if not (folder / ".complete").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.dcm"):
+            stale.unlink()
+        ph = generate_chest_ct(DEMO_SEED, spacing_xy=1.2, thickness=2.5, orientation="lps", n_nodules=2,
+                               nodule_diameters=[15.0, 8.0])
+        write_ct_series(ph.volume, folder, patient_name="MEDCERT^DEMO", patient_id="DEMO-0007",
+                        description="MedCert synthetic chest CT (demo)")
+        (folder / ".complete").touch()
+    return folder
 
 
 def demo_weights(workdir: Path) -> Path:
@@ -59,13 +64,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"study    {study}\nweights  {weights}\nkeys     {keys}")
     print("== segment + certify")
     res = segment_to_files(study, keys / PRIVATE_NAME, work / "out", weights_path=weights, threads=args.threads,
-                           audit_db=db, progress=StderrProgress())
-    print(f"trace_id {res.trace_id}\nlabelmap {res.labelmap}\nsidecar  {res.sidecar}")
+                           audit_db=db, dicom_seg=True, progress=StderrProgress())
+    print(f"trace_id {res.trace_id}\nlabelmap {res.labelmap}\nDICOM SEG {res.dicom_seg}\nsidecar  {res.sidecar}")
     for name, organ in res.certified.record.evidence.get("findings", {}).get("organs", {}).items():
         print(f"  {name}: {organ['volume_ml']:.1f} mL")
-    print("== verify (replay)")
-    report = verify_files(study, res.sidecar, trust=[keys / PUBLIC_NAME], weights_path=weights,
-                          mask_path=res.labelmap, trace_id=res.trace_id, threads=args.threads, audit_db=db,
+    print("== verify (replay) from the DICOM SEG, cross-checked against the sidecar")
+    report = verify_files(study, res.dicom_seg, trust=[keys / PUBLIC_NAME], weights_path=weights,
+                          sidecar_path=res.sidecar, trace_id=res.trace_id, threads=args.threads, audit_db=db,
                           progress=StderrProgress())
     print(report.render())
+    print(f"audit log {db}: `medcert audit show --audit-db {db} --trace-id {res.trace_id}`")
     return report.exit_code

@@ -33,7 +33,7 @@ def check_signature(core: dict[str, Any], trusted: Mapping[str, Ed25519PublicKey
 def check_evidence(core: dict[str, Any], evidence: dict[str, Any]) -> CheckResult:
     got = evidence_digest(evidence)
     if got == core["d"]["evd"]:
-        return CheckResult("pass", "evidence.bound", "sidecar evidence matches the signed evidence digest")
+        return CheckResult("pass", "evidence.bound", "evidence matches the signed evidence digest")
     parts = {"pre": ("preprocessing",), "trj": ("trajectory",), "lgt": ("outputs", "logits"),
              "anm": ("outputs", "anomaly")}
     edited = []
@@ -45,7 +45,7 @@ def check_evidence(core: dict[str, Any], evidence: dict[str, Any]) -> CheckResul
             edited.append(".".join(path))
     where = f" (edited sections: {', '.join(edited)})" if edited else ""
     return CheckResult("fail", "evidence.mismatch",
-                       f"sidecar evidence was changed after signing{where}", {"edited_sections": edited})
+                       f"evidence was changed after signing{where}", {"edited_sections": edited})
 
 
 def check_source(core: dict[str, Any], source: str) -> CheckResult | None:

@@ -8,8 +8,10 @@ from typing import Any, Literal
 Status = Literal["pass", "fail", "skipped"]
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 
-CHECKS = ("signature", "evidence", "input_hash", "weights_hash", "trajectory", "final_logits", "output_record")
-OPTIONAL = ("output_record",)  # skipped when no stored mask is at hand, without making the verdict inconclusive
+CHECKS = ("signature", "evidence", "input_hash", "weights_hash", "trajectory", "final_logits", "output_record",
+          "carrier")
+# Skipped when no stored mask / no second carrier is at hand, without making the verdict inconclusive.
+OPTIONAL = ("output_record", "carrier")
 EXIT_CODES = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 2}
 
 
@@ -70,4 +72,4 @@ def skipped(code: str, reason: str) -> CheckResult:
 
 
 def all_skipped(reason: str, code: str = "general.error") -> dict[str, CheckResult]:
-    return {n: skipped(code, reason) for n in CHECKS}
+    return {n: skipped(code, reason) for n in CHECKS if n not in OPTIONAL}
