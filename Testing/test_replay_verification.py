@@ -239,3 +239,43 @@ def test_sidecar_written_with_study_uid_name(issued) -> None:
     assert issued["res"].sidecar.name == "chest.medcert.json"  # NRRD input: sanitized file stem
     append_path = issued["res"].sidecar
     assert append_path.exists()
+
+
+def test_explanation_map_is_deterministic_and_bound(issued, placeholder_weights, keypair, tmp_path) -> None:
+    from medcert.inference import WeightsAdapter, run_segmentation
+    from medcert.tolerance import DEFAULT_PROFILE
+    from medcert.weights import save_weights
+
+    w = load_weights(placeholder_weights)
+    state = dict(w.state_dict)
+    import torch
+
+    # Make the anomaly class a near-copy of the dominant class: many voxels fall to it, so there is something
+    # to explain.
+    for name in ("head.weight", "head.bias"):
+        state[name] = state[name].clone()
+        state[name][3] = state[name][2] + 0.01 * torch.randn(state[name][2].shape,
+                                                             generator=torch.Generator().manual_seed(1))
+    tuned = save_weights(tmp_path / "anomalous.safetensors", state, {
+        "architecture": w.architecture, "config": w.config, "adapter": w.adapter, "name": w.name,
+        "version": "anomalous"})
+    vol = load_volume(issued["study"])
+    adapter = WeightsAdapter.from_weights(load_weights(tuned))
+    a = run_segmentation(vol, adapter, DEFAULT_PROFILE)
+    b = run_segmentation(vol, adapter, DEFAULT_PROFILE)
+    assert a.outputs.explanation is not None
+    assert np.array_equal(a.outputs.explanation, b.outputs.explanation)
+    assert a.outputs.explanation.min() >= 0.0 and 0.0 < a.outputs.explanation.max() <= 1.0
+    assert a.timings["explained_tiles"] >= 1
+    assert (a.outputs.labels == 3).any()
+    res = segment_to_files(issued["study"], keypair[0], tmp_path / "out", weights_path=tuned)
+    assert "exp" in res.certified.record.core["d"] and res.explanation is not None
+    rep = _verify(vol, res.certified.record, keypair[1], tuned)
+    assert rep.verdict == "PASS" and rep.checks["final_logits"].figures["explanation_max_abs"] == 0.0
+    # Without any anomaly voxel there is nothing to explain: the map is all zeros.
+    no_anomaly = np.zeros((4, 8, 8, 8), dtype=np.float32)
+    no_anomaly[0] = 1.0
+    from medcert.inference.explain import explanation_map
+
+    sal, n = explanation_map(adapter.network(), np.zeros((2, 8, 8, 8), np.float32), no_anomaly, (8, 8, 8), 0.25, 3)
+    assert n == 0 and not sal.any()

@@ -90,9 +90,6 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
 
 def dishonest_record(volume: Any, finetuned: Path, official_digest: str, key: Any) -> Any:
     """Attack simulation: certify with ``finetuned`` weights but claim the official weights digest."""
@@ -104,3 +101,7 @@ def dishonest_record(volume: Any, finetuned: Path, official_digest: str, key: An
     core = {k: v for k, v in rec.core.items() if k not in ("sig", "kid")}
     core["d"] = dict(core["d"], wts=official_digest, evd=evidence_digest(rec.evidence))
     return CertificateRecord(sign_core(core, key), rec.evidence, {})
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -66,6 +66,8 @@ def certify(volume: Volume, weights: ModelWeights, private_key: Ed25519PrivateKe
     }
     if "anomaly" in outputs:
         digests["anm"] = section_digest(outputs["anomaly"])
+    if "explanation" in outputs:
+        digests["exp"] = section_digest(outputs["explanation"])
     core = build_core(trace_id=trace_id or new_trace_id(), issued=utc_now(), study_uid=volume.identity.study_uid,
                       series_uid=volume.identity.series_uid, digests=digests, model_name=weights.name,
                       model_version=weights.version, tolerance_id=tolerance.id)

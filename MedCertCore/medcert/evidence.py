@@ -16,6 +16,7 @@ import numpy as np
 from medcert.canonical import canonical_bytes, decode_array, encode_array
 from medcert.digests import b64u_sha256, geometry_list, grid_digest
 from medcert.errors import CertificateError
+from medcert.inference.explain import METHOD as EXPLANATION_METHOD
 from medcert.inference.fingerprint import DEFAULT_K, METHOD, sample_positions
 from medcert.inference.run import LOGITS_K, SegmentationRun
 from medcert.volume import Volume
@@ -76,12 +77,14 @@ def decode_low_margin(obj: Any, n_voxels: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, labels
 
 
-def anomaly_positions(anomaly: np.ndarray) -> np.ndarray:
-    """Issuer's fingerprint positions: fixed pseudo-random ones plus the highest-probability voxels."""
-    flat = anomaly.reshape(-1, order="F")
-    uni = sample_positions("anomaly", anomaly.shape, ANOMALY_UNIFORM)
+def map_fingerprint(values: np.ndarray, name: str) -> dict[str, Any]:
+    """Issuer's fingerprint of a map on the input grid: values at fixed pseudo-random positions plus at the
+    highest-valued voxels (positions recorded, Fortran order of [i, j, k])."""
+    flat = values.reshape(-1, order="F")
+    uni = sample_positions(name, values.shape, ANOMALY_UNIFORM)
     top = np.argpartition(flat, -ANOMALY_TOP)[-ANOMALY_TOP:] if flat.size > ANOMALY_TOP else np.arange(flat.size)
-    return np.unique(np.concatenate([uni, top.astype(np.int64)]))
+    pos = np.unique(np.concatenate([uni, top.astype(np.int64)]))
+    return {"positions": encode_array(pos.astype("<i8")), "values": encode_array(flat[pos].astype("<f4"))}
 
 
 def build_evidence(volume: Volume, run: SegmentationRun, *, spec_json: dict[str, Any], model: dict[str, Any],
@@ -124,10 +127,10 @@ def build_evidence(volume: Volume, run: SegmentationRun, *, spec_json: dict[str,
         "operator": operator,
     }
     if out.anomaly is not None:
-        pos = anomaly_positions(out.anomaly)
-        evidence["outputs"]["anomaly"] = {
-            "positions": encode_array(pos.astype("<i8")),
-            "values": encode_array(out.anomaly.reshape(-1, order="F")[pos].astype("<f4"))}
+        evidence["outputs"]["anomaly"] = map_fingerprint(out.anomaly, "anomaly")
+    if out.explanation is not None:
+        evidence["outputs"]["explanation"] = {"method": EXPLANATION_METHOD,
+                                              **map_fingerprint(out.explanation, "explanation")}
     if findings is not None:
         evidence["findings"] = findings
     return evidence

@@ -45,6 +45,7 @@ class SegmentOutcome:
     audit_entry: Any = None
     files: list[Path] = field(default_factory=list)
     dicom_seg: Path | None = None
+    explanation: Path | None = None
 
     @property
     def trace_id(self) -> str:
@@ -100,6 +101,10 @@ def segment_to_files(input_path: str | Path, key_path: str | Path, out_dir: str 
         if run.outputs.anomaly is not None:
             anom = write_scalar_nrrd(out / f"{tid}.anomaly.nrrd", run.outputs.anomaly, vol.ijk_to_ras)
             written.append(anom)
+        expl = None
+        if run.outputs.explanation is not None:
+            expl = write_scalar_nrrd(out / f"{tid}.explanation.nrrd", run.outputs.explanation, vol.ijk_to_ras)
+            written.append(expl)
         entry = audit.record("certify", outcome="issued", trace_id=tid, study_uid=vol.identity.study_uid,
                              digests={"core": core_digest(record.core), **record.core["d"]},
                              details={"model": weights.name, "version": weights.version,
@@ -121,7 +126,7 @@ def segment_to_files(input_path: str | Path, key_path: str | Path, out_dir: str 
             with contextlib.suppress(OSError):
                 p.unlink()
         raise
-    return SegmentOutcome(cert, vol, weights, sidecar, lab, anom, entry, [*written, sidecar], seg_path)
+    return SegmentOutcome(cert, vol, weights, sidecar, lab, anom, entry, [*written, sidecar], seg_path, expl)
 
 
 def _check_dicom_seg_input(vol: Volume, weights: ModelWeights, input_path: str | Path) -> None:

@@ -18,16 +18,17 @@ class ToleranceProfile:
     logits_rel: float  # final logits fingerprint, same metric
     prob_abs: float  # anomaly/explanation map values at fingerprint positions
     margin: float  # top-2 logit margin below which a voxel may legitimately change label
+    expl_abs: float  # explanation map (scaled to [0, 1]) at fingerprint positions
 
     def to_json(self) -> dict[str, Any]:
         return {k: (finite(v) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_json(cls, obj: Any) -> ToleranceProfile:
-        if not isinstance(obj, dict) or set(obj) != {"id", "layer_rel", "logits_rel", "prob_abs", "margin"}:
-            raise CertificateError("evidence.tolerance: expected id, layer_rel, logits_rel, prob_abs, margin")
+        if not isinstance(obj, dict) or set(obj) != {"id", "layer_rel", "logits_rel", "prob_abs", "margin", "expl_abs"}:
+            raise CertificateError("evidence.tolerance: expected id, layer_rel, logits_rel, prob_abs, margin, expl_abs")
         vals = {}
-        for k in ("layer_rel", "logits_rel", "prob_abs", "margin"):
+        for k in ("layer_rel", "logits_rel", "prob_abs", "margin", "expl_abs"):
             v = obj[k]
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < float(v) < 1:
                 raise CertificateError(f"evidence.tolerance.{k}: must be a number in (0, 1)")
@@ -38,6 +39,7 @@ class ToleranceProfile:
 
 
 # Calibrated on CPU kernel-path and thread-count variants; see docs/replay-tolerance.md for the figures.
-FP32_CPU = ToleranceProfile(id="medcert.fp32/1", layer_rel=3e-5, logits_rel=3e-5, prob_abs=1e-4, margin=2e-3)
+FP32_CPU = ToleranceProfile(id="medcert.fp32/1", layer_rel=3e-5, logits_rel=3e-5, prob_abs=1e-4, margin=2e-3,
+                            expl_abs=1e-3)
 PROFILES = {FP32_CPU.id: FP32_CPU}
 DEFAULT_PROFILE = FP32_CPU

@@ -15,8 +15,8 @@ from medcert.progress import ProgressFn, silent
 
 
 @contextlib.contextmanager
-def certified_mode(device: str = "cpu") -> Iterator[None]:
-    """Deterministic algorithms, no TF32, no autograd; restores the previous settings afterwards."""
+def certified_mode(device: str = "cpu", *, grad: bool = False) -> Iterator[None]:
+    """Deterministic algorithms, no TF32, autograd only when asked; restores the previous settings afterwards."""
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     prev_bench = torch.backends.cudnn.benchmark
@@ -25,7 +25,7 @@ def certified_mode(device: str = "cpu") -> Iterator[None]:
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = False
     try:
-        with torch.inference_mode():
+        with torch.enable_grad() if grad else torch.inference_mode():
             yield
     finally:
         torch.use_deterministic_algorithms(prev_det)

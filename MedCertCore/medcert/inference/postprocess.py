@@ -22,16 +22,19 @@ class GridOutputs:
     anomaly: np.ndarray | None  # float32 probability of the anomaly class
     low_margin: np.ndarray  # int64 flat indices (Fortran order of [i,j,k]) with top-2 logit margin < tol
     min_margin: float
+    explanation: np.ndarray | None = None  # float32 saliency in [0, 1]
 
 
 def to_input_grid(logits: np.ndarray, grid_to_ras: np.ndarray, volume: Volume, *, anomaly_label: int | None,
-                  margin_tol: float) -> GridOutputs:
+                  margin_tol: float, explanation: np.ndarray | None = None) -> GridOutputs:
     """Trilinear interpolation of canonical logits ``[C, X, Y, Z]`` at every input voxel, chunked over k."""
     ni, nj, nk = volume.shape
     _c, gx, gy, gz = logits.shape
     src = torch.from_numpy(np.ascontiguousarray(logits)).unsqueeze(0)
     labels = np.empty((ni, nj, nk), dtype=np.uint8, order="F")
     anomaly = np.empty((ni, nj, nk), dtype=np.float32, order="F") if anomaly_label is not None else None
+    expl_src = torch.from_numpy(np.ascontiguousarray(explanation))[None, None] if explanation is not None else None
+    expl = np.empty((ni, nj, nk), dtype=np.float32, order="F") if expl_src is not None else None
     low: list[np.ndarray] = []
     min_margin = float("inf")
     step = max(1, CHUNK_VOXELS // (ni * nj))
@@ -49,9 +52,13 @@ def to_input_grid(logits: np.ndarray, grid_to_ras: np.ndarray, volume: Volume, *
         labels[:, :, k0:k1] = out.argmax(dim=0).numpy().astype(np.uint8)
         if anomaly is not None:
             anomaly[:, :, k0:k1] = torch.softmax(out, dim=0)[anomaly_label].numpy()
+        if expl is not None:
+            expl[:, :, k0:k1] = F.grid_sample(expl_src, grid, mode="bilinear", padding_mode="border",
+                                              align_corners=True)[0, 0].numpy()
         min_margin = min(min_margin, float(margin.min()))
         ii, jj, kk = np.nonzero(margin < margin_tol)
         if ii.size:
             low.append(ii + ni * (jj + nj * (kk + k0)))
     low_idx = np.sort(np.concatenate(low)) if low else np.zeros(0, dtype=np.int64)
-    return GridOutputs(labels=labels, anomaly=anomaly, low_margin=low_idx.astype(np.int64), min_margin=min_margin)
+    return GridOutputs(labels=labels, anomaly=anomaly, low_margin=low_idx.astype(np.int64), min_margin=min_margin,
+                       explanation=expl)

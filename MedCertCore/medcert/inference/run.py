@@ -11,6 +11,7 @@ import torch
 from medcert.digests import array_digest
 from medcert.inference.adapter import ModelAdapter
 from medcert.inference.engine import sliding_window_logits
+from medcert.inference.explain import explanation_map
 from medcert.inference.fingerprint import LayerTrace, TrajectoryRecorder, sample_positions
 from medcert.inference.postprocess import GridOutputs, to_input_grid
 from medcert.inference.preprocess import Preprocessed
@@ -45,7 +46,7 @@ def model_input_digest(prep: Preprocessed) -> str:
 
 def run_segmentation(volume: Volume, adapter: ModelAdapter, tolerance: ToleranceProfile, *,
                      device: str = "cpu", threads: int | None = None, fingerprint: bool = True,
-                     progress: ProgressFn = silent) -> SegmentationRun:
+                     explain: bool = True, progress: ProgressFn = silent) -> SegmentationRun:
     """Preprocess, certified forward pass with trajectory hooks, postprocess onto the input grid."""
     if threads:
         torch.set_num_threads(int(threads))
@@ -56,18 +57,24 @@ def run_segmentation(volume: Volume, adapter: ModelAdapter, tolerance: Tolerance
     digest = model_input_digest(prep)
     t["preprocess_s"] = time.perf_counter() - t0
     progress("loading model", 0.0)
-    model = adapter.network().to(device)
+    model = adapter.network().to(device).requires_grad_(False)
     recorder = TrajectoryRecorder() if fingerprint else None
     t1 = time.perf_counter()
     logits = sliding_window_logits(model, prep.tensor, adapter.patch, adapter.overlap, recorder=recorder,
                                    device=device, progress=progress)
     t["forward_s"] = time.perf_counter() - t1
+    expl = None
+    if explain and adapter.anomaly_label is not None:
+        t3 = time.perf_counter()
+        expl, t["explained_tiles"] = explanation_map(model, prep.tensor, logits, adapter.patch, adapter.overlap,
+                                                     adapter.anomaly_label, device=device, progress=progress)
+        t["explain_s"] = time.perf_counter() - t3
     pos = sample_positions("logits", logits.shape, LOGITS_K)
     samples = logits.reshape(-1)[pos].astype(np.float64)
     progress("postprocessing", 0.0)
     t2 = time.perf_counter()
     outputs = to_input_grid(logits, prep.grid_to_ras, volume, anomaly_label=adapter.anomaly_label,
-                            margin_tol=tolerance.margin)
+                            margin_tol=tolerance.margin, explanation=expl)
     t["postprocess_s"] = time.perf_counter() - t2
     traces = list(recorder.layers.values()) if recorder else []
     return SegmentationRun(prep=prep, model_input_digest=digest, trajectory=traces, logits_samples=samples,

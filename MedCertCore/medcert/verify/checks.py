@@ -35,7 +35,7 @@ def check_evidence(core: dict[str, Any], evidence: dict[str, Any]) -> CheckResul
     if got == core["d"]["evd"]:
         return CheckResult("pass", "evidence.bound", "evidence matches the signed evidence digest")
     parts = {"pre": ("preprocessing",), "trj": ("trajectory",), "lgt": ("outputs", "logits"),
-             "anm": ("outputs", "anomaly")}
+             "anm": ("outputs", "anomaly"), "exp": ("outputs", "explanation")}
     edited = []
     for key, path in parts.items():
         node: Any = evidence
@@ -115,6 +115,18 @@ def check_trajectory(evidence: dict[str, Any], run: SegmentationRun,
                         f"tolerance {tol.layer_rel:.1e})", figures), devs)
 
 
+def map_deviation(section: Any, replayed: np.ndarray, name: str) -> float:
+    """Max |replayed - certified| at the certified fingerprint positions of a map on the input grid."""
+    if not isinstance(section, dict):
+        raise CertificateError(f"evidence.outputs.{name}: expected an object")
+    pos = decode_array(section.get("positions"), max_elements=1 << 16, field=f"{name}.positions")
+    vals = decode_array(section.get("values"), max_elements=1 << 16, field=f"{name}.values")
+    flat = replayed.reshape(-1, order="F")
+    if pos.shape != vals.shape or pos.ndim != 1 or (pos.size and (pos.min() < 0 or pos.max() >= flat.size)):
+        raise CertificateError(f"evidence.outputs.{name}: positions do not fit the volume")
+    return float(np.max(np.abs(flat[pos].astype(np.float64) - vals))) if pos.size else 0.0
+
+
 def patched_mask(replayed: np.ndarray, low_idx: np.ndarray, low_labels: np.ndarray) -> np.ndarray:
     """The replayed labelmap with the certified labels restored at the certified low-margin voxels."""
     out = np.array(replayed, dtype=np.uint8, order="F", copy=True)
@@ -137,17 +149,18 @@ def check_final(core: dict[str, Any], evidence: dict[str, Any], run: Segmentatio
     if dev > tol.logits_rel:
         return CheckResult("fail", "logits.divergent",
                            f"logits deviation {dev:.2e} > tolerance {tol.logits_rel:.1e}", figures), None
-    if "anomaly" in out_ev and run.outputs.anomaly is not None:
-        pos = decode_array(out_ev["anomaly"]["positions"], max_elements=1 << 16, field="anomaly.positions")
-        vals = decode_array(out_ev["anomaly"]["values"], max_elements=1 << 16, field="anomaly.values")
-        flat = run.outputs.anomaly.reshape(-1, order="F")
-        if pos.shape != vals.shape or (pos.size and (pos.min() < 0 or pos.max() >= flat.size)):
-            raise CertificateError("evidence.outputs.anomaly: positions do not fit the volume")
-        a_dev = float(np.max(np.abs(flat[pos].astype(np.float64) - vals))) if pos.size else 0.0
-        figures.update(anomaly_max_abs=a_dev, anomaly_tolerance=tol.prob_abs)
-        if a_dev > tol.prob_abs:
-            return CheckResult("fail", "anomaly.divergent",
-                               f"anomaly map deviation {a_dev:.2e} > tolerance {tol.prob_abs:.1e}", figures), None
+    for name, replayed_map, limit in (("anomaly", run.outputs.anomaly, tol.prob_abs),
+                                      ("explanation", run.outputs.explanation, tol.expl_abs)):
+        if (name in out_ev) != (replayed_map is not None):
+            return CheckResult("fail", f"{name}.structure", f"{name} map present in only one of certificate and "
+                               "replay", figures), None
+        if replayed_map is None:
+            continue
+        m_dev = map_deviation(out_ev[name], replayed_map, name)
+        figures.update({f"{name}_max_abs": m_dev, f"{name}_tolerance": limit})
+        if m_dev > limit:
+            return CheckResult("fail", f"{name}.divergent",
+                               f"{name} map deviation {m_dev:.2e} > tolerance {limit:.1e}", figures), None
     low_idx, low_labels = decode_low_margin(out_ev["mask"]["low_margin"], run.outputs.labels.size)
     replayed = run.outputs.labels
     flipped = int(np.count_nonzero(replayed.reshape(-1, order="F")[low_idx] != low_labels))
