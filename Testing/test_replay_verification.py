@@ -279,3 +279,16 @@ def test_explanation_map_is_deterministic_and_bound(issued, placeholder_weights,
 
     sal, n = explanation_map(adapter.network(), np.zeros((2, 8, 8, 8), np.float32), no_anomaly, (8, 8, 8), 0.25, 3)
     assert n == 0 and not sal.any()
+
+
+def test_re_signed_findings_that_do_not_match_the_mask_fail(issued, keypair, placeholder_weights) -> None:
+    ev = json.loads(json.dumps(issued["record"].evidence))
+    organ = next(iter(ev["findings"]["organs"]))
+    ev["findings"]["organs"][organ]["volume_ml"] += 1.0
+    core = {k: v for k, v in issued["record"].core.items() if k not in ("sig", "kid")}
+    core["d"] = dict(core["d"], evd=evidence_digest(ev))
+    rec = CertificateRecord(sign_core(core, load_private_key(keypair[0])), ev, {})
+    rep = _verify(load_volume(issued["study"]), rec, keypair[1], placeholder_weights)
+    assert rep.checks["final_logits"].status == "fail"
+    assert rep.checks["final_logits"].code == "findings.mismatch"
+    assert rep.checks["trajectory"].status == "pass"

@@ -53,3 +53,25 @@ def summarize(labels: np.ndarray, anomaly: np.ndarray | None, volume: Volume, la
 def findings_for_run(volume: Volume, run: Any, adapter: Any) -> dict[str, Any]:
     """Findings of a SegmentationRun with its adapter's label names."""
     return summarize(run.outputs.labels, run.outputs.anomaly, volume, adapter.labels, adapter.anomaly_label)
+
+
+def compare_findings(certified: Any, replayed: dict[str, Any], prob_tol: float) -> str | None:
+    """None when the replayed findings equal the certified ones (peak probabilities within ``prob_tol`` plus
+    rounding); otherwise a one-line description of the first difference."""
+    if not isinstance(certified, dict):
+        return "certified findings are not an object"
+    if certified.get("organs") != replayed["organs"]:
+        return "organ volumes differ"
+    cert_f, rep_f = certified.get("findings"), replayed["findings"]
+    if not isinstance(cert_f, list) or len(cert_f) != len(rep_f):
+        return f"{len(rep_f)} findings replayed, {len(cert_f) if isinstance(cert_f, list) else '?'} certified"
+    for n, (c, r) in enumerate(zip(cert_f, rep_f, strict=True), 1):
+        if not isinstance(c, dict):
+            return f"finding {n} is not an object"
+        if {k: v for k, v in c.items() if k != "max_probability"} != {
+                k: v for k, v in r.items() if k != "max_probability"}:
+            return f"finding {n} differs in size, position or side"
+        cp, rp = c.get("max_probability"), r.get("max_probability")
+        if (cp is None) != (rp is None) or (cp is not None and abs(float(cp) - float(rp)) > prob_tol + 1e-4):
+            return f"finding {n}: peak probability {rp} vs certified {cp}"
+    return None

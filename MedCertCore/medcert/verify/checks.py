@@ -12,10 +12,13 @@ from medcert.canonical import decode_array
 from medcert.certificate import evidence_digest, verify_signature
 from medcert.errors import CertificateError
 from medcert.evidence import decode_low_margin, decode_trajectory, mask_digest, section_digest
+from medcert.findings import compare_findings, summarize
+from medcert.inference.adapter import WeightsAdapter
 from medcert.inference.fingerprint import deviation
 from medcert.inference.run import SegmentationRun
 from medcert.tolerance import ToleranceProfile
 from medcert.verify.report import CheckResult
+from medcert.volume import Volume
 
 
 def check_signature(core: dict[str, Any], trusted: Mapping[str, Ed25519PublicKey]) -> CheckResult:
@@ -189,3 +192,15 @@ def check_output_record(core: dict[str, Any], stored: np.ndarray, stored_ijk_to_
     return CheckResult("fail", "output.mask.mismatch", "stored mask differs from the certified mask"
                        + (f" ({figures['voxels_differing_from_replay']} voxels differ from the replay)"
                           if "voxels_differing_from_replay" in figures else ""), figures), diff
+
+
+def check_findings(passed: CheckResult, certified: Any, mask: np.ndarray, run: SegmentationRun, volume: Volume,
+                   adapter: WeightsAdapter, tol: ToleranceProfile) -> CheckResult:
+    """Findings recomputed from the (certified-equal) replayed mask and anomaly map must match the certificate."""
+    replayed = summarize(mask, run.outputs.anomaly, volume, adapter.labels, adapter.anomaly_label)
+    problem = compare_findings(certified, replayed, tol.prob_abs)
+    if problem:
+        return CheckResult("fail", "findings.mismatch", f"finding summary differs: {problem}", passed.figures)
+    passed.figures["findings"] = replayed["n_findings"]
+    passed.reason += f"; {replayed['n_findings']} findings reproduced"
+    return passed

@@ -148,6 +148,9 @@ def verify_record(volume: Volume, record: CertificateRecord, *, trusted: Mapping
         try:
             results["trajectory"], report.layer_deviations = checks.check_trajectory(evidence, run, tol)
             results["final_logits"], replayed_mask = checks.check_final(core, evidence, run, tol, volume.ijk_to_ras)
+            if results["final_logits"].status == "pass" and "findings" in evidence and adapter is not None:
+                results["final_logits"] = checks.check_findings(results["final_logits"], evidence["findings"],
+                                                                replayed_mask, run, volume, adapter, tol)
         except CertificateError as exc:
             results.setdefault("trajectory", CheckResult("fail", "evidence.malformed", str(exc)))
             results["final_logits"] = CheckResult("fail", "evidence.malformed", str(exc))
