@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from medcert.digests import geometry_list
 from medcert.volume import Volume
 
 MAX_FINDINGS = 100
@@ -20,7 +21,8 @@ def _r(x: float, nd: int = 3) -> float:
 def summarize(labels: np.ndarray, anomaly: np.ndarray | None, volume: Volume, label_names: dict[int, str],
               anomaly_label: int | None) -> dict[str, Any]:
     """Findings computed from a labelmap on the input grid (exactly reproducible from the mask)."""
-    m = volume.ijk_to_ras
+    # Geometry rounded as in the digests (1e-6 mm): writers' float noise must not change a reported volume.
+    m = np.asarray(geometry_list(volume.ijk_to_ras), dtype=np.float64).reshape(4, 4)
     voxel_mm3 = abs(float(np.linalg.det(m[:3, :3])))
     counts = np.bincount(labels.reshape(-1), minlength=256)
     organs = {name: {"voxels": int(counts[v]), "volume_ml": _r(counts[v] * voxel_mm3 / 1000.0, 2)}

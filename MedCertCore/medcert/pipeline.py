@@ -214,7 +214,7 @@ def verify_files(input_path: str | Path, cert_path: str | Path, *, trust: list[s
                            device=device, threads=threads, progress=progress)
     if grid_error is not None:
         report.checks["output_record"] = grid_error
-    _audit_verify(report, record, vol, audit_db)
+    audit_verify(report, record, vol, audit_db)
     return report
 
 
@@ -238,11 +238,11 @@ def _verify_seg(input_path: str | Path, seg_path: str | Path, *, trusted: Any,
         report.checks["output_record"] = grid_error
     report.checks[carrier.CARRIER] = choice.check
     report.note = "; ".join(n for n in (report.note, *choice.notes) if n)
-    _audit_verify(report, choice.record, vol, audit_db)
+    audit_verify(report, choice.record, vol, audit_db)
     return report
 
 
-def _audit_verify(report: VerificationReport, record: CertificateRecord, vol: Volume,
+def audit_verify(report: VerificationReport, record: CertificateRecord, vol: Volume,
                   audit_db: str | Path | None) -> None:
     audit.record("verify", outcome=report.verdict, trace_id=report.trace_id, study_uid=vol.identity.study_uid,
                  digests=_core_digest_or_none(record.core),

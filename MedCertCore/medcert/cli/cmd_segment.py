@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         "trace_id": res.trace_id, "model": f"{core['mdl']['n']} {core['mdl']['v']}", "key_id": core["kid"],
         "study_uid": core["study"], "sidecar": str(res.sidecar), "labelmap": str(res.labelmap),
         "anomaly_map": str(res.anomaly) if res.anomaly else None,
+        "explanation_map": str(res.explanation) if res.explanation else None,
         "dicom_seg": str(res.dicom_seg) if res.dicom_seg else None, "findings": findings,
         "audit_seq": res.audit_entry.seq if res.audit_entry else None,
     }
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"labelmap   {res.labelmap}")
     if res.anomaly:
         print(f"anomaly    {res.anomaly}")
+    if res.explanation:
+        print(f"explain    {res.explanation}")
     if res.dicom_seg:
         print(f"DICOM SEG  {res.dicom_seg}")
     print(f"sidecar    {res.sidecar}")

@@ -1,15 +1,49 @@
-"""`medcert train` (placeholder until implemented)."""
+"""``medcert train-demo-model``: train the bundled lung/nodule demo model on synthetic phantoms."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("train", help="(not yet implemented)").set_defaults(func=run)
+    p = sub.add_parser("train-demo-model",
+                       help="train the demo lung + nodule model on synthetic chest CT phantoms (no patient data)")
+    p.add_argument("--out", required=True, help="output safetensors file")
+    p.add_argument("--seed", type=int, default=0, help="run seed 0..79: phantom seeds 100000+10000*seed+i "
+                   "(default 0, as the shipped model)")
+    p.add_argument("--minutes", type=float, default=58.0, help="wall-clock budget including phantom generation "
+                   "(default 58)")
+    p.add_argument("--steps", type=int, help="fixed number of optimisation steps instead of a time budget "
+                   "(machine-independent schedule and data order)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from medcert.errors import MedCertError
+    from pathlib import Path
 
-    raise MedCertError("'train' is not implemented yet")
+    from medcert.errors import MedCertError
+    from medcert.training.train import TrainConfig, train
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise MedCertError(f"refusing to overwrite existing file: {out} (use --overwrite)")
+    if not out.parent.is_dir():
+        raise MedCertError(f"output folder does not exist: {out.parent}")
+    if not 0 <= args.seed < 80:
+        raise MedCertError("--seed must be in 0..79")
+    if args.minutes <= 0 or (args.steps is not None and args.steps <= 0) or args.threads < 1:
+        raise MedCertError("--minutes, --steps and --threads must be positive")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise MedCertError("--device cuda requested but CUDA is not available")
+    cfg = TrainConfig(out=out, seed=args.seed, minutes=args.minutes, steps=args.steps, threads=args.threads,
+                      device=args.device, overwrite=args.overwrite)
+    train(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(out)
+    return 0

@@ -1,0 +1,29 @@
+"""The demo model's fixed design: architecture, adapter (preprocessing + tiling) and seed ranges."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ARCHITECTURE = "medcert.unet3d/1"
+MODEL_CONFIG: dict[str, Any] = {"in_channels": 2, "n_classes": 4, "channels": [8, 16, 32, 64, 128]}
+PATCH = (64, 64, 64)
+ADAPTER: dict[str, Any] = {
+    "spacing_mm": 2.0, "window": [-1000.0, 500.0], "midline_channel": True, "patch": list(PATCH),
+    "overlap": 0.25, "labels": {"1": "right lung", "2": "left lung", "3": "lung nodule"}, "anomaly_label": 3,
+}
+MODEL_NAME = "medcert-lung-demo"
+MODEL_VERSION = "1.0.0"
+INTENDED_USE = ("Demonstration of certified, replay-verifiable inference on synthetic chest CT phantoms. "
+                "Not a medical device; not for clinical use; never validated on patient data.")
+
+# Phantom seeds. Training run ``--seed S`` uses 100000 + 10000*S + i (i = 0, 1, ...; < 10000 cases);
+# evaluation uses held-out seeds from 900000 upward, which no training run with S < 80 can reach.
+TRAIN_SEED_BASE = 100_000
+TRAIN_SEED_STRIDE = 10_000
+HELD_OUT_SEED_START = 900_000
+
+
+def training_phantom_seed(run_seed: int, index: int) -> int:
+    if not 0 <= index < TRAIN_SEED_STRIDE or not 0 <= run_seed < 80:
+        raise ValueError("training phantom index must be < 10000 and run seed in 0..79")
+    return TRAIN_SEED_BASE + TRAIN_SEED_STRIDE * run_seed + index

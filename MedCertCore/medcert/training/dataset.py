@@ -1,0 +1,106 @@
+"""Training cases: phantom → the real ``preprocess_volume`` → canonical-grid labels; patch sampling."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from medcert.inference.preprocess import PreprocessSpec, labels_to_grid, preprocess_volume
+from medcert.phantom import NODULE, generate_chest_ct
+
+
+@dataclass
+class Case:
+    """One preprocessed phantom. The midline channel is linear in x, so only its x profile is kept."""
+
+    seed: int
+    image: np.ndarray  # float16 [X, Y, Z], channel 0 (windowed HU in [0, 1])
+    midline: np.ndarray | None  # float32 [X], channel 1 along x (None without the midline channel)
+    labels: np.ndarray  # uint8 [X, Y, Z]
+    lung_points: np.ndarray  # int32 [N, 3] random lung voxels (sampling centres)
+    nodule_centers: np.ndarray  # int32 [M, 3] one per nodule component
+
+    @property
+    def nbytes(self) -> int:
+        return self.image.nbytes + self.labels.nbytes
+
+
+def training_overrides(phantom_seed: int) -> dict[str, Any]:
+    """Acquisition overrides for training phantoms: coarser in-plane spacing (fast), more nodules."""
+    rng = np.random.default_rng([phantom_seed, 77])
+    n = int(rng.choice([0, 1, 2, 3, 3, 4, 4, 5, 6]))
+    return {"spacing_xy": float(math.exp(rng.uniform(math.log(1.0), math.log(3.0)))), "n_nodules": n}
+
+
+def make_case(seed: int, spec: PreprocessSpec, overrides: dict[str, Any] | None = None) -> Case:
+    ov = training_overrides(seed) if overrides is None else overrides
+    ph = generate_chest_ct(seed, **ov)
+    prep = preprocess_volume(ph.volume, spec)
+    labels = labels_to_grid(ph.labels, ph.volume.ijk_to_ras, prep)
+    midline = None
+    if prep.tensor.shape[0] > 1:
+        midline = np.ascontiguousarray(prep.tensor[1, :, 0, 0], dtype=np.float32)
+        if not np.array_equal(prep.tensor[1], np.broadcast_to(midline[:, None, None], prep.tensor.shape[1:])):
+            raise ValueError("midline channel is not a function of x alone")
+    rng = np.random.default_rng([seed, 78])
+    lung = np.argwhere(labels > 0).astype(np.int32)
+    if len(lung) > 20000:
+        lung = lung[np.sort(rng.choice(len(lung), 20000, replace=False))]
+    comp, n = ndimage.label(labels == NODULE)
+    centers = np.array(ndimage.center_of_mass(comp > 0, comp, range(1, n + 1))).reshape(-1, 3)
+    return Case(seed=seed, image=prep.tensor[0].astype(np.float16), midline=midline, labels=labels,
+                lung_points=lung, nodule_centers=np.rint(centers).astype(np.int32))
+
+
+def _window(n: int, p: int, center: int) -> tuple[int, int]:
+    """Start of a length-``p`` window around ``center`` inside ``[0, n)``; and the padding if n < p."""
+    if n <= p:
+        return 0, p - n
+    return int(np.clip(center - p // 2, 0, n - p)), 0
+
+
+def extract(case: Case, center: np.ndarray, patch: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Input ``[C, *patch]`` float32 and target ``[*patch]`` int64; edge padding as in sliding-window inference."""
+    starts, pads = zip(*(_window(n, p, int(c)) for n, p, c in zip(case.labels.shape, patch, center, strict=True)),
+                       strict=True)
+    sl = tuple(slice(s, s + p) for s, p in zip(starts, patch, strict=True))
+    pad = [(0, q) for q in pads]
+    img = np.pad(case.image[sl].astype(np.float32), pad, mode="edge")
+    lab = np.pad(case.labels[sl], pad, mode="edge").astype(np.int64)
+    chans = [img]
+    if case.midline is not None:
+        mx = np.pad(case.midline[sl[0]], pad[0], mode="edge")
+        chans.append(np.broadcast_to(mx[:, None, None], img.shape).astype(np.float32))
+    return np.stack(chans), lab
+
+
+class PatchSampler:
+    """Deterministic patch draws: nodule-centred, lung-centred or uniform (probabilities ``p_nodule``, ``p_lung``)."""
+
+    def __init__(self, patch: tuple[int, int, int], p_nodule: float = 0.4, p_lung: float = 0.35) -> None:
+        self.patch = patch
+        self.p_nodule, self.p_lung = p_nodule, p_lung
+
+    def center(self, case: Case, rng: np.random.Generator) -> np.ndarray:
+        u = rng.uniform()
+        shape = np.array(case.labels.shape)
+        jitter = np.array(self.patch) // 2 - 8
+        if u < self.p_nodule and len(case.nodule_centers):
+            c = case.nodule_centers[rng.integers(len(case.nodule_centers))]
+            return c + rng.integers(-jitter, jitter + 1)
+        if u < self.p_nodule + self.p_lung and len(case.lung_points):
+            return case.lung_points[rng.integers(len(case.lung_points))] + rng.integers(-8, 9, size=3)
+        return rng.integers(0, shape)
+
+    def draw(self, pool: list[Case], rng: np.random.Generator, augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        case = pool[rng.integers(len(pool))]
+        x, y = extract(case, self.center(case, rng), self.patch)
+        if augment:
+            x[0] = x[0] * rng.uniform(0.95, 1.05) + rng.uniform(-0.02, 0.02)
+            if rng.uniform() < 0.3:
+                x[0] += rng.normal(0.0, rng.uniform(0.002, 0.01), size=x[0].shape).astype(np.float32)
+        return x, y
