@@ -11,6 +11,7 @@ from medcert import audit, dicomseg
 from medcert.certificate import UnknownSchemaError, core_digest
 from medcert.certify import Certified, certify
 from medcert.dicomseg import carrier
+from medcert.digests import b64u_sha256
 from medcert.errors import InputError, MedCertError
 from medcert.findings import findings_for_run
 from medcert.io import load_volume, read_labelmap_nrrd, write_labelmap_nrrd, write_scalar_nrrd
@@ -80,6 +81,7 @@ def segment_to_files(input_path: str | Path, key_path: str | Path, out_dir: str 
     out.mkdir(parents=True, exist_ok=True)
     key = load_private_key(key_path)
     weights = load_weights(resolve_weights(weights_path))
+    audit.preflight(audit_db)  # a regulated site's "refuse" policy fails here, before any inference
     progress("loading input", 0.0)
     vol = volume if volume is not None else load_volume(input_path, series_uid=series_uid)
     if dicom_seg:
@@ -118,6 +120,10 @@ def segment_to_files(input_path: str | Path, key_path: str | Path, out_dir: str 
             dicomseg.attach_certificate(seg_ds, record)  # with the audit annotations, as in the sidecar
             seg_path = dicomseg.write_dicom(out / f"{tid}.seg.dcm", seg_ds)
             written.append(seg_path)
+            audit.record("export", outcome="written", trace_id=tid, study_uid=vol.identity.study_uid,
+                         digests={"core": core_digest(record.core),
+                                  "file": b64u_sha256(seg_path.read_bytes())},
+                         details={"format": "DICOM SEG", "file": seg_path.name}, db=audit_db)
         side_dir = Path(sidecar_dir) if sidecar_dir else out
         name = sidecar_name(vol.identity.study_uid, vol.identity.source_name)
         sidecar = append_certificate(side_dir / name, record)

@@ -10,9 +10,10 @@ from medcert.audit.config import add_audit_db_option, audit_policy, medcert_home
 from medcert.audit.db import AuditStorageError
 from medcert.audit.entry import GENESIS_HASH, AuditEntry
 from medcert.audit.jsonl import verify_jsonl
-from medcert.audit.record import record
+from medcert.audit.record import preflight, record
 from medcert.audit.store import AuditLog
 
 __all__ = ["GENESIS_HASH", "AuditEntry", "AuditLog", "AuditStorageError", "ChainReport", "Checkpoint",
-           "add_audit_db_option", "audit_policy", "load_anchors", "medcert_home", "record", "resolve_db_path",
+           "add_audit_db_option", "audit_policy", "load_anchors", "medcert_home", "preflight", "record",
+           "resolve_db_path",
            "verify_jsonl"]

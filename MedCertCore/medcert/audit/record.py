@@ -38,3 +38,11 @@ def record(action: str, *, outcome: str, trace_id: str | None = None, study_uid:
         print(f"medcert: warning: action '{action}' was not recorded in the audit log: {exc}",
               file=sys.stderr)
         return None
+
+
+def preflight(db: str | Path | None = None, policy: str | None = None) -> None:
+    """Under policy ``refuse``, fail now (AuditError) if the log cannot be opened for writing, so that no work
+    is done whose record could not be kept. Under ``warn`` this checks nothing: ``record`` warns later."""
+    if audit_policy(policy) == "refuse":
+        with AuditLog.open(db):
+            pass

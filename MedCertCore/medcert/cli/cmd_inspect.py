@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from medcert.audit import add_audit_db_option
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="show the certificates in a sidecar",
@@ -16,15 +18,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one machine-readable JSON object")
     p.add_argument("--trust", action="extend", nargs="+", metavar="FILE", default=[],
                    help="trusted public key(s): *.pub.pem files or folders holding them")
+    add_audit_db_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from medcert.audited import record_inspection
     from medcert.keys import load_trusted_keys
     from medcert.sidecar import read_sidecar
 
     trusted = load_trusted_keys(args.trust) if args.trust else None
     records = read_sidecar(args.sidecar)
+    record_inspection(args.sidecar, records, audit_db=args.audit_db)
     summary = {"sidecar": str(args.sidecar), "certificates": [_summarize(r, trusted) for r in records]}
     if args.json:
         print(json.dumps(summary, indent=2, ensure_ascii=True))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from medcert.audit import add_audit_db_option
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("keygen", help="create an Ed25519 signing key pair",
@@ -14,12 +16,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the key files (created if absent)")
     p.add_argument("--passphrase-env", metavar="VAR",
                    help="encrypt the private key with the passphrase held in environment variable VAR")
+    add_audit_db_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from medcert.audited import create_signing_key
     from medcert.errors import KeyFileError
-    from medcert.keys import generate_keypair, key_id, load_public_key
 
     passphrase = None
     if args.passphrase_env:
@@ -28,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
             raise KeyFileError(f"environment variable {args.passphrase_env} (--passphrase-env) "
                                "is unset or empty")
         passphrase = value.encode("utf-8")
-    priv, pub = generate_keypair(args.out, passphrase)
+    priv, pub, kid = create_signing_key(args.out, passphrase, audit_db=args.audit_db)
     print(f"private key: {priv} (mode 0600{', encrypted' if passphrase else ''}; keep it secret)")
     print(f"public key:  {pub}")
-    print(f"key id:      {key_id(load_public_key(pub))}")
+    print(f"key id:      {kid}")
     return 0
