@@ -24,6 +24,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 POLL_INTERVAL_MS = 250
+KEY_SETTING = "MedCert/SigningKey"
 REQUIREMENTS = Path(__file__).resolve().parent / "Resources" / "requirements.txt"
 
 
@@ -72,6 +73,7 @@ class MedCertSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.createKeyButton.connect("clicked(bool)", self.onCreateKeyButton)
         self._setRunning(False)
         self.initializeParameterNode()
 
@@ -98,6 +100,10 @@ class MedCertSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
+        if optional_path(self._parameterNode.signingKey) is None:
+            remembered = qt.QSettings().value(KEY_SETTING, "")
+            if remembered:
+                self._parameterNode.signingKey = Path(remembered)
         if not self._parameterNode.inputVolume:
             self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
 
@@ -127,11 +133,22 @@ class MedCertSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not self.logic.ensureDependencies():
                 return
             p = self._parameterNode
+            qt.QSettings().setValue(KEY_SETTING, str(p.signingKey))
             self._job = self.logic.startProcess(p.inputVolume, p.signingKey, optional_path(p.weightsFile),
                                                 optional_path(p.outputFolder), p.device)
             self.ui.statusLabel.text = _("Starting…")
             self._setRunning(True)
             self._timer.start()
+
+    def onCreateKeyButton(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(self.parent, _("Folder for the new signing key"))
+        if not folder:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to create the signing key."), waitCursor=True):
+            private, kid = self.logic.createKey(folder)
+            self._parameterNode.signingKey = private
+            qt.QSettings().setValue(KEY_SETTING, str(private))
+            self.ui.statusLabel.text = _("New signing key {kid}").format(kid=kid)
 
     def onCancelButton(self) -> None:
         if self._job is not None:
@@ -182,6 +199,14 @@ class MedCertSegmentLogic(ScriptedLoadableModuleLogic):
         if weights is not None and not weights.is_file():
             return False, _("The weights file does not exist.")
         return True, ""
+
+    @staticmethod
+    def createKey(folder):
+        """New Ed25519 key pair in ``folder`` (recorded in the audit log); returns (private key path, key id)."""
+        from medcert.audited import create_signing_key
+
+        private, _public, kid = create_signing_key(folder)
+        return private, kid
 
     def ensureDependencies(self, ask: bool = True) -> bool:
         return ensure_dependencies(REQUIREMENTS, "MedCert", ask=ask)
