@@ -85,7 +85,8 @@ def canonical_grid(volume: Volume, spacing: float) -> tuple[np.ndarray, tuple[in
                for i in (0, ni - 1) for j in (0, nj - 1) for k in (0, nk - 1)]
     lo = [min(c[r] for c in corners) for r in range(3)]
     hi = [max(c[r] for c in corners) for r in range(3)]
-    shape = tuple(math.floor((hi[r] - lo[r]) / spacing + 1e-6) + 1 for r in range(3))
+    # ceil: the last grid point reaches (or passes) the far corner, so every input voxel centre is covered.
+    shape = tuple(math.ceil((hi[r] - lo[r]) / spacing - 1e-6) + 1 for r in range(3))
     if math.prod(shape) > MAX_GRID_VOXELS:
         raise InputError(f"volume spans {shape} voxels at {spacing} mm; too large for this model")
     g = np.array([[spacing, 0, 0, lo[0]], [0, spacing, 0, lo[1]], [0, 0, spacing, lo[2]], [0, 0, 0, 1]],
