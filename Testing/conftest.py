@@ -48,20 +48,10 @@ def placeholder_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def synthetic_ct(shape: tuple[int, int, int] = (64, 56, 24), spacing: tuple[float, float, float] = (2.5, 2.5, 4.0),
                  seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """A small chest-like CT in HU (body, two air-filled lungs, a dense blob) and its IJK→RAS matrix (LPS-like)."""
-    rng = np.random.default_rng(seed)
-    i, j, k = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij")
-    ci, cj = (shape[0] - 1) / 2, (shape[1] - 1) / 2
-    body = ((i - ci) / (0.45 * shape[0])) ** 2 + ((j - cj) / (0.4 * shape[1])) ** 2 < 1
-    hu = np.where(body, 40.0, -1000.0)
-    for side in (-1, 1):
-        lung = ((i - ci - side * 0.2 * shape[0]) / (0.15 * shape[0])) ** 2 + ((j - cj) / (0.28 * shape[1])) ** 2 < 1
-        hu = np.where(lung & (k > 2) & (k < shape[2] - 3), -850.0, hu)
-    blob = (i - ci - 0.2 * shape[0]) ** 2 + (j - cj) ** 2 + ((k - shape[2] / 2) * 1.6) ** 2 < 9
-    hu = np.where(blob, 30.0, hu) + rng.normal(0, 15, size=shape)
-    m = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
-    m[:3, 3] = [shape[0] * spacing[0] / 2, shape[1] * spacing[1] / 2, -shape[2] * spacing[2] / 2]
-    return np.rint(hu).astype(np.int16), m
+    """A small chest-like CT in HU and its IJK→RAS matrix (see ``medcert.phantom.toy``)."""
+    from medcert.phantom.toy import toy_chest_ct
+
+    return toy_chest_ct(shape, spacing, seed)
 
 
 @pytest.fixture(scope="session")

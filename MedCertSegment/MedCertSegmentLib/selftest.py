@@ -29,20 +29,9 @@ class SelfTestFiles:
 
 def synthetic_chest(shape: tuple[int, int, int] = (48, 48, 16), seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
     """A small chest-like CT in HU (body, two air-filled lungs, one dense blob) and its IJK→RAS matrix."""
-    rng = np.random.default_rng(seed)
-    i, j, k = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij")
-    ci, cj = (shape[0] - 1) / 2, (shape[1] - 1) / 2
-    body = ((i - ci) / (0.45 * shape[0])) ** 2 + ((j - cj) / (0.4 * shape[1])) ** 2 < 1
-    hu = np.where(body, 40.0, -1000.0)
-    for side in (-1, 1):
-        lung = ((i - ci - side * 0.2 * shape[0]) / (0.15 * shape[0])) ** 2 + ((j - cj) / (0.28 * shape[1])) ** 2 < 1
-        hu = np.where(lung & (k > 1) & (k < shape[2] - 2), -850.0, hu)
-    blob = (i - ci - 0.2 * shape[0]) ** 2 + (j - cj) ** 2 + ((k - shape[2] / 2) * 1.6) ** 2 < 6
-    hu = np.where(blob, 30.0, hu) + rng.normal(0, 15, size=shape)
-    spacing = (2.5, 2.5, 4.0)
-    m = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
-    m[:3, 3] = [shape[0] * spacing[0] / 2, shape[1] * spacing[1] / 2, -shape[2] * spacing[2] / 2]
-    return np.rint(hu).astype(np.int16), m
+    from medcert.phantom.toy import toy_chest_ct
+
+    return toy_chest_ct(shape, seed=seed, margin=2, blob_r2=6.0)
 
 
 def prepare_files(work: str | Path) -> SelfTestFiles:
