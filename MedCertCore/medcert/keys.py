@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from medcert.atomic import atomic_write_bytes
 from medcert.digests import b64u_sha256
 from medcert.errors import KeyFileError, MedCertError
+from medcert.fileio import read_limited
 
 PRIVATE_NAME = "signing-key.pem"
 PUBLIC_NAME = "signing-key.pub.pem"
@@ -51,23 +52,10 @@ def generate_keypair(out_dir: str | Path, passphrase: bytes | None = None) -> tu
     return priv_path, pub_path
 
 
-def _read_small(path: Path) -> bytes:
-    try:
-        if path.stat().st_size > MAX_KEY_FILE:
-            raise KeyFileError(f"key file is too large to be a key: {path}")
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise KeyFileError(f"key file not found: {path}") from None
-    except IsADirectoryError:
-        raise KeyFileError(f"expected a key file, got a folder: {path}") from None
-    except OSError as exc:
-        raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from exc
-
-
 def load_private_key(path: str | Path, passphrase: bytes | None = None) -> Ed25519PrivateKey:
     """Load an Ed25519 private key; refuses keys readable by group or others."""
     path = Path(path)
-    data = _read_small(path)
+    data = read_limited(path, MAX_KEY_FILE, what="key file", error=KeyFileError)
     mode = stat.S_IMODE(os.stat(path).st_mode)
     if mode & 0o077:
         raise KeyFileError(f"private key {path} is accessible by others (mode {mode:o}); run chmod 600 on it")
@@ -89,7 +77,7 @@ def load_private_key(path: str | Path, passphrase: bytes | None = None) -> Ed255
 def load_public_key(path: str | Path) -> Ed25519PublicKey:
     """Load an Ed25519 public key from PEM."""
     path = Path(path)
-    data = _read_small(path)
+    data = read_limited(path, MAX_KEY_FILE, what="key file", error=KeyFileError)
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm) as exc:

@@ -32,6 +32,7 @@ from medcert.certificate import (
     validate_core,
 )
 from medcert.errors import CertificateError, MedCertError
+from medcert.fileio import read_limited
 from medcert.uids import require_uid, safe_stem
 
 SIDECAR_FORMAT = "medcert-sidecar/1"
@@ -73,7 +74,7 @@ def read_sidecar(path: str | Path) -> list[CertificateRecord]:
     """Every certificate in a sidecar, validated; CertificateError (UnknownSchemaError) on any problem."""
     path = Path(path)
     where = f"sidecar {path}"
-    doc = parse_json(_read_limited(path, where), where)
+    doc = parse_json(read_limited(path, MAX_SIDECAR_BYTES, what="sidecar file", error=CertificateError), where)
     return _records(doc, where)
 
 
@@ -201,23 +202,6 @@ def json_depth(text: str) -> int:
         else:
             depth -= 1
     return deepest
-
-
-def _read_limited(path: Path, where: str) -> bytes:
-    try:
-        with path.open("rb") as fh:
-            if os.fstat(fh.fileno()).st_size > MAX_SIDECAR_BYTES:
-                raise CertificateError(f"{where}: larger than {MAX_SIDECAR_BYTES} bytes")
-            data = fh.read(MAX_SIDECAR_BYTES + 1)
-    except FileNotFoundError:
-        raise CertificateError(f"{where}: file not found") from None
-    except IsADirectoryError:
-        raise CertificateError(f"{where}: is a folder, not a file") from None
-    except OSError as exc:
-        raise CertificateError(f"{where}: cannot read: {exc.strerror or exc}") from None
-    if len(data) > MAX_SIDECAR_BYTES:
-        raise CertificateError(f"{where}: larger than {MAX_SIDECAR_BYTES} bytes")
-    return data
 
 
 # --- validation -------------------------------------------------------------------------------------------

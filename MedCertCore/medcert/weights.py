@@ -19,6 +19,7 @@ from torch import nn
 from medcert.atomic import atomic_write_bytes
 from medcert.digests import b64u
 from medcert.errors import WeightsError
+from medcert.fileio import read_limited
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar"}
 MAX_WEIGHTS_BYTES = 4 * 1024**3
@@ -68,20 +69,9 @@ def _refuse_pickle(path: Path, head: bytes) -> None:
 def read_weights_bytes(path: str | Path) -> bytes:
     """Read a weights file after refusing pickle formats and oversize files."""
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_WEIGHTS_BYTES:
-            raise WeightsError(f"weights file {path} is larger than {MAX_WEIGHTS_BYTES} bytes")
-        with path.open("rb") as fh:
-            head = fh.read(16)
-            _refuse_pickle(path, head)
-            data = head + fh.read()
-    except FileNotFoundError:
-        raise WeightsError(f"weights file not found: {path}") from None
-    except IsADirectoryError:
-        raise WeightsError(f"expected a weights file, got a folder: {path}") from None
-    except OSError as exc:
-        raise WeightsError(f"cannot read weights file {path}: {exc.strerror}") from exc
+    _refuse_pickle(path, b"")
+    data = read_limited(path, MAX_WEIGHTS_BYTES, what="weights file", error=WeightsError)
+    _refuse_pickle(path, data[:16])
     return data
 
 
