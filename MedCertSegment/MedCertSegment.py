@@ -11,6 +11,7 @@ from pathlib import Path
 import qt
 import slicer
 import vtk
+from MedCertSegmentLib.attributes import from_dicom
 from MedCertSegmentLib.dependencies import ensure_dependencies
 from MedCertSegmentLib.parameters import MedCertSegmentParameterNode, optional_path
 from slicer.i18n import tr as _
@@ -135,7 +136,7 @@ class MedCertSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p = self._parameterNode
             qt.QSettings().setValue(KEY_SETTING, str(p.signingKey))
             self._job = self.logic.startProcess(p.inputVolume, p.signingKey, optional_path(p.weightsFile),
-                                                optional_path(p.outputFolder), p.device)
+                                                optional_path(p.outputFolder), p.device, p.exportDicomSeg)
             self.ui.statusLabel.text = _("Starting…")
             self._setRunning(True)
             self._timer.start()
@@ -149,6 +150,15 @@ class MedCertSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.signingKey = private
             qt.QSettings().setValue(KEY_SETTING, str(private))
             self.ui.statusLabel.text = _("New signing key {kid}").format(kid=kid)
+
+    @staticmethod
+    def _addToDicomDatabase(path) -> str:
+        """Insert the exported SEG into Slicer's DICOM database, when one is open."""
+        db = getattr(slicer, "dicomDatabase", None)
+        if db is None or not db.isOpen:
+            return _("no DICOM database open")
+        db.insert(str(path))
+        return _("added to the DICOM database")
 
     def onCancelButton(self) -> None:
         if self._job is not None:
@@ -176,6 +186,9 @@ class MedCertSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         template = _("Trace id: {trace}\nModel: {model}\nSigning key: {key}\nSidecar: {sidecar}")
         self.ui.summaryLabel.text = template.format(trace=s["trace_id"], model=s["model"], key=s["key_id"],
                                                     sidecar=s["sidecar"])
+        if result.dicom_seg is not None:
+            self.ui.summaryLabel.text += "\n" + _("DICOM SEG: {path} ({where})").format(
+                path=result.dicom_seg, where=self._addToDicomDatabase(result.dicom_seg))
         if result.findings is not None:
             self.ui.findingsTableView.setMRMLTableNode(result.findings)
         slicer.util.setSliceViewerLayers(background=self._parameterNode.inputVolume, foreground=result.anomaly,
@@ -198,6 +211,8 @@ class MedCertSegmentLogic(ScriptedLoadableModuleLogic):
         weights = optional_path(p.weightsFile)
         if weights is not None and not weights.is_file():
             return False, _("The weights file does not exist.")
+        if p.exportDicomSeg and not from_dicom(p.inputVolume):
+            return False, _("DICOM SEG export needs a volume loaded from the DICOM database.")
         return True, ""
 
     @staticmethod
@@ -218,18 +233,19 @@ class MedCertSegmentLogic(ScriptedLoadableModuleLogic):
 
         return SegmentLogic(slicer.mrmlScene, dicom_database_lookup())
 
-    def process(self, volumeNode, keyPath, weightsPath=None, outputFolder=None, device="cpu"):
-        """Segment and certify in this process; returns a ``SegmentResult``."""
+    def process(self, volumeNode, keyPath, weightsPath=None, outputFolder=None, device="cpu", dicomSeg=False):
+        """Segment and certify in this process; returns a ``SegmentResult`` (``dicom_seg``: the SEG path)."""
         return self.core().segment(volumeNode, keyPath, weights_path=weightsPath, output_folder=outputFolder,
-                                   device=device)
+                                   device=device, dicom_seg=dicomSeg)
 
-    def startProcess(self, volumeNode, keyPath, weightsPath=None, outputFolder=None, device="cpu"):
+    def startProcess(self, volumeNode, keyPath, weightsPath=None, outputFolder=None, device="cpu",
+                     dicomSeg=False):
         """Start the same work in a ``PythonSlicer`` child process; ``finish()`` on it loads the result."""
         from MedCertSegmentLib.process import start_segment_process
 
         logging.info("MedCert: segmenting %s in a child process", volumeNode.GetName())
         return start_segment_process(self.core(), volumeNode, keyPath, weights_path=weightsPath,
-                                     output_folder=outputFolder, device=device)
+                                     output_folder=outputFolder, device=device, dicom_seg=dicomSeg)
 
 
 class MedCertSegmentTest(ScriptedLoadableModuleTest):

@@ -11,7 +11,7 @@ import qt
 import slicer
 import vtk
 from MedCertSegmentLib import attributes
-from MedCertSegmentLib.attributes import has_certificate
+from MedCertSegmentLib.attributes import from_dicom, has_certificate
 from MedCertSegmentLib.dependencies import ensure_dependencies
 from MedCertVerifyLib.parameters import MedCertVerifyParameterNode, optional_path
 from slicer.i18n import tr as _
@@ -39,7 +39,8 @@ class MedCertVerify(ScriptedLoadableModule):
         self.parent.dependencies = ["MedCertSegment"]
         self.parent.contributors = ["MedCert contributors"]
         self.parent.helpText = _(
-            "Checks a MedCert certificate: the signature against trusted keys, the evidence, the input, the "
+            "Checks a MedCert certificate (attached to a segmentation, in a sidecar, or in a DICOM SEG): the "
+            "signature against trusted keys, the evidence, the input, the "
             "weights, the replayed computation (per layer, within tolerance) and the stored segmentation. "
             "Each check reports PASS, FAIL or SKIPPED; the verdict is PASS, FAIL or INCONCLUSIVE. Without "
             "a weights file only the signature and the output record are checked (INCONCLUSIVE at best). "
@@ -175,11 +176,14 @@ class MedCertVerifyLogic(ScriptedLoadableModuleLogic):
     def isValid(p) -> tuple[bool, str]:
         if not p.inputVolume:
             return False, _("Select the input volume.")
-        sidecar = optional_path(p.sidecarFile)
-        if sidecar is None and not has_certificate(p.certifiedSegmentation):
-            return False, _("Select a certified segmentation or a sidecar file.")
+        sidecar, seg = optional_path(p.sidecarFile), optional_path(p.dicomSegFile)
+        node = p.certifiedSegmentation
+        if sidecar is None and seg is None and not has_certificate(node) and not from_dicom(node):
+            return False, _("Select a certified segmentation, a DICOM SEG or a sidecar file.")
         if sidecar is not None and not sidecar.is_file():
             return False, _("The sidecar file does not exist.")
+        if seg is not None and not seg.is_file():
+            return False, _("The DICOM SEG file does not exist.")
         trust = optional_path(p.trustedKeys)
         if trust is None or not trust.exists():
             return False, _("Select the trusted public key (file or folder of *.pub.pem).")
@@ -196,24 +200,31 @@ class MedCertVerifyLogic(ScriptedLoadableModuleLogic):
         return VerifyLogic(slicer.mrmlScene, dicom_database_lookup())
 
     @staticmethod
-    def _arguments(p) -> tuple[object, dict]:
-        sidecar = optional_path(p.sidecarFile)
+    def _arguments(p, core) -> tuple[object, dict]:
+        """Certificate source (attached, sidecar, DICOM SEG file or a SEG from the DICOM database) and options."""
+        from MedCertVerifyLib.dicom_seg import certificate_source, dicom_database_series_files
+
+        source = certificate_source(segmentation_node=p.certifiedSegmentation, sidecar=optional_path(p.sidecarFile),
+                                    dicom_seg=optional_path(p.dicomSegFile), lookup=core.lookup,
+                                    series_files=dicom_database_series_files())
         kwargs = {"trusted_keys": [optional_path(p.trustedKeys)], "weights_path": optional_path(p.weightsFile),
-                  "segmentation_node": p.certifiedSegmentation, "trace_id": p.traceId.strip() or None,
-                  "device": p.device}
-        return (sidecar if sidecar is not None else p.certifiedSegmentation), kwargs
+                  "segmentation_node": source.segmentation_node, "sidecar_path": source.sidecar,
+                  "trace_id": p.traceId.strip() or None, "device": p.device}
+        return source.certificate, kwargs
 
     def process(self, p):
         """Verify in this process; returns a ``VerifyResult``."""
-        certificate, kwargs = self._arguments(p)
-        return self.core().verify(p.inputVolume, certificate, **kwargs)
+        core = self.core()
+        certificate, kwargs = self._arguments(p, core)
+        return core.verify(p.inputVolume, certificate, **kwargs)
 
     def startProcess(self, p):
         """Verify in a ``PythonSlicer`` child process; ``finish()`` on it adds the result nodes."""
         from MedCertVerifyLib.process import start_verify_process
 
-        certificate, kwargs = self._arguments(p)
-        return start_verify_process(self.core(), p.inputVolume, certificate, **kwargs)
+        core = self.core()
+        certificate, kwargs = self._arguments(p, core)
+        return start_verify_process(core, p.inputVolume, certificate, **kwargs)
 
 
 class MedCertVerifyTest(ScriptedLoadableModuleTest):

@@ -85,6 +85,16 @@ class HeadlessSlicer:
         node.CreateDefaultDisplayNodes()
         return node
 
+    def add_dicom_volume(self, series, name: str = "CT from DICOM"):
+        """A volume node as Slicer's DICOM loading leaves it (the series' voxels plus ``DICOM.instanceUIDs``)
+        and the ``SOP Instance UID -> path`` dict a DICOM database lookup would answer with."""
+        from medcert.io import load_volume
+
+        vol = load_volume(series.folder, series.series_uid)
+        node = self.add_volume(vol.voxels, vol.ijk_to_ras, name)
+        node.SetAttribute("DICOM.instanceUIDs", " ".join(series.sop_uids))
+        return node, {uid: str(path) for uid, path in zip(series.sop_uids, series.files, strict=True)}
+
     def save_mrb(self, path: str | Path) -> Path:
         path = Path(path)
         self.scene.SetRootDirectory(str(path.parent))

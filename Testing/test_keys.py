@@ -108,7 +108,7 @@ def test_load_refusals(tmp_path):
     priv, _ = generate_keypair(tmp_path / "k")
     with pytest.raises(KeyFileError, match="key file not found"):
         load_private_key(tmp_path / "absent.pem")
-    with pytest.raises(KeyFileError, match="key file .* is a folder, not a file"):
+    with pytest.raises(KeyFileError, match=r"key file .* is a folder, not a file"):
         load_public_key(tmp_path)
     with pytest.raises(KeyFileError, match="not a PEM public key"):
         load_public_key(priv)

@@ -243,6 +243,49 @@ def test_dicom_segmentation_binds_the_study(app, dicom_node, keypair, placeholde
     assert result.record.core["d"]["src"] == source_digest(load_volume(series.folder))
 
 
+def test_dicom_seg_export_carries_the_attached_certificate(app, dicom_node, keypair, placeholder_weights,
+                                                           tmp_path):
+    from medcert.dicomseg import read_seg
+    from MedCertSegmentLib.certificate_node import read_certificate
+    from MedCertSegmentLib.logic import SegmentLogic
+
+    node, series, files = dicom_node
+    logic = SegmentLogic(app.scene, lookup=files.get)
+    assert logic.dicom_seg_problem(node) is None
+    result = logic.segment(node, keypair[0], weights_path=placeholder_weights, output_folder=tmp_path / "out",
+                           dicom_seg=True)
+    attached = read_certificate(result.segmentation)
+    assert result.dicom_seg == tmp_path / "out" / f"{attached.trace_id}.seg.dcm" and result.dicom_seg.is_file()
+    seg = read_seg(result.dicom_seg)
+    assert seg.certificate.record.trace_id == attached.trace_id == result.trace_id
+    assert seg.certificate.record.core == attached.core
+    assert str(seg.dataset.StudyInstanceUID) == series.study_uid
+    assert result.summary["dicom_seg"] == str(result.dicom_seg)
+    assert result.segmentation.GetAttribute("MedCert.dicomSeg") == str(result.dicom_seg)
+
+
+def test_dicom_seg_export_of_a_volume_not_from_dicom_is_refused_before_any_work(app, dicom_node, keypair,
+                                                                                placeholder_weights, tmp_path):
+    from MedCertSegmentLib.logic import SegmentLogic
+    from MedCertSegmentLib.process import start_segment_process
+
+    plain = add_ct(app, "Plain CT")
+    dicom, series, files = dicom_node
+    cases = [(SegmentLogic(app.scene, lookup=files.get), plain, "needs a volume loaded from DICOM"),
+             (SegmentLogic(app.scene), dicom, "needs the DICOM database"),
+             (SegmentLogic(app.scene, lookup={u: p for u, p in files.items() if u != series.sop_uids[0]}.get), dicom,
+              "1 of 16 DICOM instances")]
+    for logic, node, message in cases:
+        assert message in logic.dicom_seg_problem(node)
+        for run in (logic.segment, lambda *a, **kw: start_segment_process(logic, *a, **kw)):  # noqa: B023
+            with pytest.raises(InputError, match=message) as err:
+                run(node, keypair[0], weights_path=placeholder_weights, output_folder=tmp_path / "out",
+                    dicom_seg=True)
+            assert "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+    assert app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+
+
 def test_default_output_folder_without_files_is_the_scene_folder(app, tmp_path):
     from MedCertSegmentLib.logic import SegmentLogic
 
@@ -356,6 +399,21 @@ def test_child_process_with_dicom_source_binds_the_study(app, dicom_node, keypai
     assert result.record.core["study"] == series.study_uid
     assert result.sidecar.name == f"{series.study_uid}.medcert.json"
     assert result.record.core["d"]["src"] == source_digest(load_volume(series.folder, series.series_uid))
+
+
+def test_child_process_exports_the_dicom_seg(app, dicom_node, keypair, placeholder_weights, tmp_path):
+    from medcert.dicomseg import read_seg
+    from MedCertSegmentLib.certificate_node import read_certificate
+    from MedCertSegmentLib.logic import SegmentLogic
+    from MedCertSegmentLib.process import start_segment_process
+
+    node, _series, files = dicom_node
+    job = start_segment_process(SegmentLogic(app.scene, lookup=files.get), node, keypair[0],
+                                weights_path=placeholder_weights, output_folder=tmp_path / "out", dicom_seg=True)
+    assert "--dicom-seg" in job.args
+    result = job.finish()
+    assert result.dicom_seg == tmp_path / "out" / f"{result.trace_id}.seg.dcm"
+    assert read_seg(result.dicom_seg).certificate.record.core == read_certificate(result.segmentation).core
 
 
 def test_screenshot_script_renders_the_certified_scene(tmp_path):

@@ -205,3 +205,116 @@ def test_module_self_test_scenarios_run_headless(tmp_path):
         app.close()
     assert (passed.verdict, failed.verdict) == ("PASS", "FAIL")
     assert failed.differences.GetAttribute("MedCert.differingVoxels") == "1" and len(voxel) == 3
+
+
+@pytest.fixture(scope="module")
+def dicom_seg_run(tmp_path_factory, keypair, placeholder_weights):
+    """A DICOM CT series certified with a DICOM SEG exported: (series, SegmentResult, weights, audit db)."""
+    from conftest import synthetic_ct
+    from dicom_factory import write_ct_series
+    from MedCertSegmentLib.logic import SegmentLogic
+
+    tmp = tmp_path_factory.mktemp("dicomseg")
+    vox, _ = synthetic_ct((48, 48, 16))
+    series = write_ct_series(tmp / "series", (vox + 1024).astype(np.int16), spacing=(2.5, 2.5, 4.0))
+    app = HeadlessSlicer(tmp / "cache")
+    try:
+        node, files = app.add_dicom_volume(series)
+        result = SegmentLogic(app.scene, lookup=files.get).segment(
+            node, keypair[0], weights_path=placeholder_weights, output_folder=tmp / "out",
+            audit_db=tmp / "audit.sqlite", dicom_seg=True)
+    finally:
+        app.close()
+    return series, result, placeholder_weights, tmp / "audit.sqlite"
+
+
+@pytest.fixture
+def dicom_app(dicom_seg_run, tmp_path):
+    """A fresh scene holding the series as a DICOM-loaded volume: (app, volume node, uid -> path dict)."""
+    app = HeadlessSlicer(tmp_path / "cache")
+    node, files = app.add_dicom_volume(dicom_seg_run[0])
+    yield app, node, files
+    app.close()
+
+
+def rows_by_check(result) -> dict[str, list[str]]:
+    return {row[0]: row for row in table_rows(result.checks_table)}
+
+
+def test_dicom_seg_as_certificate_verifies_pass_with_carrier_and_output_record(dicom_seg_run, dicom_app, keypair):
+    from MedCertVerifyLib.logic import VerifyLogic
+
+    _series, seg_run, weights, audit_db = dicom_seg_run
+    app, node, files = dicom_app
+    logic = VerifyLogic(app.scene, lookup=files.get)
+    result = logic.verify(node, seg_run.dicom_seg, trusted_keys=[keypair[1]], weights_path=weights,
+                          sidecar_path=seg_run.sidecar, audit_db=audit_db)
+    assert result.verdict == "PASS", result.report.render()
+    assert result.record.trace_id == result.report.trace_id == seg_run.trace_id
+    rows = rows_by_check(result)
+    assert rows["carrier"][1:3] == ["PASS", "carrier.agree"]
+    assert rows["output_record"][1] == "PASS" and '"source": "dicom-seg"' in rows["output_record"][4]
+    assert differences_voxels(app, result, node) == []
+    # the SEG alone: the certificate from its private block, nothing to cross-check
+    alone = logic.verify(node, str(seg_run.dicom_seg), trusted_keys=[keypair[1]], audit_db=audit_db)
+    assert rows_by_check(alone)["carrier"][1:3] == ["SKIPPED", "carrier.seg"]
+    assert alone.report.checks["output_record"].status == "pass" and alone.verdict == "INCONCLUSIVE"
+
+
+def test_dicom_seg_is_its_own_output_record(dicom_seg_run, dicom_app, keypair):
+    from medcert.errors import MedCertError
+    from MedCertVerifyLib.logic import VerifyLogic
+
+    _series, seg_run, _weights, audit_db = dicom_seg_run
+    app, node, files = dicom_app
+    other = app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "other")
+    with pytest.raises(MedCertError, match="itself the output record"):
+        VerifyLogic(app.scene, lookup=files.get).verify(node, seg_run.dicom_seg, trusted_keys=[keypair[1]],
+                                                        segmentation_node=other, audit_db=audit_db)
+    with pytest.raises(MedCertError, match="only applies when the certificate is a DICOM SEG"):
+        VerifyLogic(app.scene, lookup=files.get).verify(node, seg_run.sidecar, trusted_keys=[keypair[1]],
+                                                        sidecar_path=seg_run.sidecar, audit_db=audit_db)
+
+
+def test_segmentation_loaded_from_the_dicom_database_finds_its_seg_file(dicom_seg_run, dicom_app):
+    import pydicom
+    from medcert.errors import InputError
+    from MedCertVerifyLib.dicom_seg import certificate_source, seg_file_for_node, seg_file_in_series
+
+    series, seg_run, _weights, _db = dicom_seg_run
+    app, _node, files = dicom_app
+    seg_uid = str(pydicom.dcmread(seg_run.dicom_seg, stop_before_pixels=True).SOPInstanceUID)
+    database = {**files, seg_uid: str(seg_run.dicom_seg)}
+    loaded = app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "SEG from the DICOM database")
+    sh = app.subject_hierarchy
+    item = sh.CreateItem(sh.GetSceneItemID(), loaded)
+    sh.SetItemUID(item, "DICOM", "1.2.3.4")  # only the series known: the SEG is found among its files
+    series_files = {"1.2.3.4": [*map(str, series.files), str(seg_run.dicom_seg)]}.get
+    assert seg_file_for_node(loaded, database.get, series_files) == seg_run.dicom_seg
+    sh.SetItemUID(item, "DICOMInstanceUID", seg_uid)  # as Slicer's DICOM plugins set it
+    source = certificate_source(segmentation_node=loaded, sidecar=seg_run.sidecar, lookup=database.get)
+    assert (source.certificate, source.segmentation_node, source.sidecar) == (seg_run.dicom_seg, None,
+                                                                              seg_run.sidecar)
+    with pytest.raises(InputError, match="no DICOM database is open"):
+        certificate_source(segmentation_node=loaded)
+    with pytest.raises(InputError, match="has no file in the DICOM database"):
+        certificate_source(segmentation_node=loaded, lookup=files.get)
+    with pytest.raises(InputError, match="holds 0 DICOM SEG files"):
+        seg_file_in_series(map(str, series.files))
+    # a SEG file given explicitly wins over the node
+    explicit = certificate_source(segmentation_node=loaded, dicom_seg=seg_run.dicom_seg)
+    assert explicit.certificate == seg_run.dicom_seg and explicit.sidecar is None
+
+
+def test_child_process_verifies_the_dicom_seg(dicom_seg_run, dicom_app, keypair):
+    from MedCertVerifyLib.logic import VerifyLogic
+    from MedCertVerifyLib.process import start_verify_process
+
+    _series, seg_run, weights, _db = dicom_seg_run
+    app, node, files = dicom_app
+    job = start_verify_process(VerifyLogic(app.scene, lookup=files.get), node, seg_run.dicom_seg,
+                               trusted_keys=[keypair[1]], weights_path=weights, sidecar_path=seg_run.sidecar)
+    result = job.finish()
+    assert result.verdict == "PASS", result.report.render()
+    assert rows_by_check(result)["carrier"][1:3] == ["PASS", "carrier.agree"]
+    assert differences_voxels(app, result, node) == []

@@ -15,6 +15,7 @@ DEVICES = ["cpu", "cuda"]
 class MedCertSegmentParameterNode:
     """inputVolume: CT to segment; signingKey: Ed25519 private key (PEM); weightsFile: safetensors weights,
     empty for the bundled demo model; outputFolder: sidecar and files, empty for beside the study;
+    exportDicomSeg: also write a DICOM SEG carrying the certificate (volumes loaded from DICOM only);
     outputSegmentation: the latest certified segmentation."""
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -22,6 +23,7 @@ class MedCertSegmentParameterNode:
     weightsFile: pathlib.Path
     outputFolder: pathlib.Path
     device: Annotated[str, Choice(DEVICES)] = "cpu"
+    exportDicomSeg: bool = False
     outputSegmentation: vtkMRMLSegmentationNode
 
 

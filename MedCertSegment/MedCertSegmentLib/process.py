@@ -178,8 +178,13 @@ def segment_input(volume_node, lookup, work: Path) -> tuple[Path, str | None]:
 
 def start_segment_process(logic, volume_node, key_path: str | Path, *, weights_path: str | Path | None = None,
                           output_folder: str | Path | None = None, device: str = "cpu",
-                          threads: int | None = None) -> MedCertProcess:
-    """Start ``medcert segment --json`` on the node; ``finish()`` loads the outputs with ``logic.load_outputs``."""
+                          threads: int | None = None, dicom_seg: bool = False) -> MedCertProcess:
+    """Start ``medcert segment --json`` on the node; ``finish()`` loads the outputs with ``logic.load_outputs``.
+
+    ``dicom_seg`` adds ``--dicom-seg``; a node not from DICOM is refused here, before anything starts.
+    """
+    if dicom_seg:
+        logic.check_dicom_seg(volume_node)
     work = Path(tempfile.mkdtemp(prefix="medcert-run-"))
     try:
         path, series = segment_input(volume_node, logic.lookup, work)
@@ -188,6 +193,8 @@ def start_segment_process(logic, volume_node, key_path: str | Path, *, weights_p
         for flag, value in (("--weights", weights_path), ("--series", series), ("--threads", threads)):
             if value:
                 args += [flag, value]
+        if dicom_seg:
+            args.append("--dicom-seg")
         job = MedCertProcess(args, on_finish=lambda s: logic.load_outputs(volume_node, s), cleanup=work)
         return job.start()
     except BaseException:

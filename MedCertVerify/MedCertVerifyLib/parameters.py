@@ -14,12 +14,15 @@ DEVICES = ["cpu", "cuda"]
 @parameterNodeWrapper
 class MedCertVerifyParameterNode:
     """inputVolume: the study as loaded; certifiedSegmentation: carries the certificate and is the output
-    record checked; sidecarFile: verify a sidecar's certificate instead (empty: the attached one); trustedKeys:
+    record checked (one loaded from the DICOM database: its DICOM SEG file is used); sidecarFile: verify a
+    sidecar's certificate instead (empty: the attached one), or cross-check the DICOM SEG; dicomSegFile: a DICOM
+    SEG as certificate carrier and output record (empty: none); trustedKeys:
     public key file or folder of *.pub.pem; weightsFile: empty to check signature and output record only."""
 
     inputVolume: vtkMRMLScalarVolumeNode
     certifiedSegmentation: vtkMRMLSegmentationNode
     sidecarFile: pathlib.Path
+    dicomSegFile: pathlib.Path
     trustedKeys: pathlib.Path
     weightsFile: pathlib.Path
     traceId: str = ""

@@ -3,7 +3,8 @@
 Runs ``medcert.pipeline.verify_files`` (the CLI's verify, audit log included) and writes what the CLI's
 JSON lacks: the per-layer deviations and the differences labelmap. Imports neither ``slicer`` nor ``qt``.
 
-Request (JSON): input, series, sidecar, trace_id, mask, trust [..], weights, device, out (folder).
+Request (JSON): input, series, certificate (sidecar or DICOM SEG), sidecar (cross-check of a SEG, or null),
+grid (IJK→RAS of the input), trace_id, mask, trust [..], weights, device, out (folder).
 Stdout: ``{"report": <report.json>, "differences": <nrrd or null>}``; progress stages on stderr.
 """
 
@@ -36,18 +37,18 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     from medcert.progress import StderrProgress
 
     out = Path(request["out"])
-    report = verify_files(request["input"], request["sidecar"], trust=request["trust"],
+    report = verify_files(request["input"], request["certificate"], trust=request["trust"],
                           weights_path=request.get("weights"), mask_path=request.get("mask"),
                           trace_id=request.get("trace_id"), series_uid=request.get("series"),
-                          device=request.get("device", "cpu"), progress=StderrProgress())
+                          device=request.get("device", "cpu"), sidecar_path=request.get("sidecar"),
+                          progress=StderrProgress())
     report_path = out / "report.json"
     report_path.write_text(json.dumps(report_to_json(report), indent=2), encoding="utf-8")
     diff_path = None
-    if report.differences is not None and request.get("mask"):  # differences exist only for a stored mask
+    if report.differences is not None:  # differences exist only for a stored mask (labelmap or SEG)
         import numpy as np
-        from medcert.io import read_labelmap_nrrd
 
-        grid = read_labelmap_nrrd(request["mask"])[1]
+        grid = np.asarray(request["grid"], dtype=np.float64)
         diff_path = write_labelmap_nrrd(out / "differences.seg.nrrd", np.asarray(report.differences, np.uint8),
                                         grid, [(1, "differences", (1.0, 0.0, 1.0))])
     return {"report": str(report_path), "differences": str(diff_path) if diff_path else None}
