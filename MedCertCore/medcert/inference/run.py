@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 
 from medcert.digests import array_digest
 from medcert.inference.adapter import ModelAdapter
@@ -46,7 +47,8 @@ def model_input_digest(prep: Preprocessed) -> str:
 
 def run_segmentation(volume: Volume, adapter: ModelAdapter, tolerance: ToleranceProfile, *,
                      device: str = "cpu", threads: int | None = None, fingerprint: bool = True,
-                     explain: bool = True, progress: ProgressFn = silent) -> SegmentationRun:
+                     explain: bool = True, model: nn.Module | None = None,
+                     progress: ProgressFn = silent) -> SegmentationRun:
     """Preprocess, certified forward pass with trajectory hooks, postprocess onto the input grid."""
     if threads:
         torch.set_num_threads(int(threads))
@@ -57,7 +59,7 @@ def run_segmentation(volume: Volume, adapter: ModelAdapter, tolerance: Tolerance
     digest = model_input_digest(prep)
     t["preprocess_s"] = time.perf_counter() - t0
     progress("loading model", 0.0)
-    model = adapter.network().to(device).requires_grad_(False)
+    model = (model if model is not None else adapter.network()).to(device).requires_grad_(False)
     recorder = TrajectoryRecorder() if fingerprint else None
     t1 = time.perf_counter()
     logits = sliding_window_logits(model, prep.tensor, adapter.patch, adapter.overlap, recorder=recorder,

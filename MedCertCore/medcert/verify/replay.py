@@ -85,6 +85,7 @@ def verify_record(volume: Volume, record: CertificateRecord, *, trusted: Mapping
     source_fail = checks.check_source(core, src)
 
     adapter: WeightsAdapter | None = None
+    network = None
     replay_block = ""
     if weights_path is None:
         results["weights_hash"] = skipped("weights.missing", "no weights file given")
@@ -94,7 +95,7 @@ def verify_record(volume: Volume, record: CertificateRecord, *, trusted: Mapping
             results["weights_hash"] = checks.check_weights(core, weights.digest)
             if results["weights_hash"].status == "pass":
                 adapter = WeightsAdapter.from_weights(weights)
-                adapter.network()  # unknown architecture -> WeightsError -> INCONCLUSIVE replay
+                network = adapter.network()  # unknown architecture -> WeightsError -> INCONCLUSIVE replay
         except WeightsError as exc:
             if "weights_hash" not in results:
                 results["weights_hash"] = CheckResult("fail", "weights.unreadable", str(exc))
@@ -125,7 +126,8 @@ def verify_record(volume: Volume, record: CertificateRecord, *, trusted: Mapping
     run: SegmentationRun | None = None
     if not blockers:
         assert adapter is not None and tol is not None
-        run = run_segmentation(volume, adapter, tol, device=device, threads=threads, progress=progress)
+        run = run_segmentation(volume, adapter, tol, device=device, threads=threads, model=network,
+                               progress=progress)
         prep = run.prep
         mi = run.model_input_digest
     else:
