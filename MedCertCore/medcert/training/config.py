@@ -6,7 +6,10 @@ from typing import Any
 
 ARCHITECTURE = "medcert.unet3d/1"
 MODEL_CONFIG: dict[str, Any] = {"in_channels": 2, "n_classes": 4, "channels": [8, 16, 32, 64, 128]}
-PATCH = (64, 64, 64)
+# Full-width tiles in x (512 mm at 2 mm): every tile sees both lungs and the mediastinum. The U-Net's
+# instance normalisation removes absolute intensity and midline offsets, so left/right must come from
+# context inside the tile (see docs/demo-model.md).
+PATCH = (256, 64, 32)
 ADAPTER: dict[str, Any] = {
     "spacing_mm": 2.0, "window": [-1000.0, 500.0], "midline_channel": True, "patch": list(PATCH),
     "overlap": 0.25, "labels": {"1": "right lung", "2": "left lung", "3": "lung nodule"}, "anomaly_label": 3,

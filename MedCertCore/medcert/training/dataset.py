@@ -86,14 +86,16 @@ class PatchSampler:
         self.p_nodule, self.p_lung = p_nodule, p_lung
 
     def center(self, case: Case, rng: np.random.Generator) -> np.ndarray:
+        """Patch centre. A chosen nodule or lung voxel lands anywhere in the patch (not at its centre), so the
+        position inside a patch carries no label information the network could learn as a shortcut."""
         u = rng.uniform()
         shape = np.array(case.labels.shape)
-        jitter = np.array(self.patch) // 2 - 8
+        jitter = np.array(self.patch) // 2 - 4
         if u < self.p_nodule and len(case.nodule_centers):
             c = case.nodule_centers[rng.integers(len(case.nodule_centers))]
             return c + rng.integers(-jitter, jitter + 1)
         if u < self.p_nodule + self.p_lung and len(case.lung_points):
-            return case.lung_points[rng.integers(len(case.lung_points))] + rng.integers(-8, 9, size=3)
+            return case.lung_points[rng.integers(len(case.lung_points))] + rng.integers(-jitter, jitter + 1)
         return rng.integers(0, shape)
 
     def draw(self, pool: list[Case], rng: np.random.Generator, augment: bool = True) -> tuple[np.ndarray, np.ndarray]:

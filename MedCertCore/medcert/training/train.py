@@ -44,11 +44,11 @@ class TrainConfig:
     lr_min: float = 2e-5
     warmup: int = 20
     initial_cases: int = 24
-    new_case_voxels: float = 3.5e6  # add a phantom to the pool after this many trained voxels
+    new_case_voxels: float = 8e6  # add a phantom to the pool after this many trained voxels
     pool_size: int = 120
-    # (end fraction of the run, cubic patch size); by default the adapter's inference patch throughout, so
+    # (end fraction of the run, patch [X, Y, Z]); by default the adapter's inference patch throughout, so
     # instance-normalisation statistics match inference.
-    patch_schedule: tuple[tuple[float, int], ...] = ((1.0, PATCH[0]),)
+    patch_schedule: tuple[tuple[float, tuple[int, int, int]], ...] = ((1.0, PATCH),)
     model_config: dict[str, Any] = field(default_factory=lambda: dict(MODEL_CONFIG))
     adapter: dict[str, Any] = field(default_factory=lambda: dict(ADAPTER))
     phantom_overrides: dict[str, Any] | None = None  # None: medcert.training.dataset.training_overrides
@@ -93,7 +93,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     spec = PreprocessSpec.from_json(cfg.adapter)
     model = build_model(ARCHITECTURE, cfg.model_config).to(cfg.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    samplers = [(end, PatchSampler((p, p, p))) for end, p in cfg.patch_schedule]
+    samplers = [(end, PatchSampler(tuple(p))) for end, p in cfg.patch_schedule]  # type: ignore[arg-type]
     t0 = time.monotonic()
     budget = cfg.minutes * 60.0
     pool: list[Case] = []
@@ -133,7 +133,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         ema = loss if ema is None else 0.98 * ema + 0.02 * loss
         step += 1
         if step % cfg.log_every == 0:
-            log(f"step {step} t={elapsed / 60:.1f} min patch={y.shape[0]} lr={opt.param_groups[0]['lr']:.2e} "
+            log(f"step {step} t={elapsed / 60:.1f} min patch={list(y.shape)} lr={opt.param_groups[0]['lr']:.2e} "
                 f"loss={loss:.4f} ema={ema:.4f} cases={n_cases}")
         if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
             _save(cfg, model, cfg.out.with_name(cfg.out.stem + ".checkpoint.safetensors"), step, n_cases, losses,
@@ -149,7 +149,7 @@ def _save(cfg: TrainConfig, model: torch.nn.Module, path: Path, step: int, n_cas
     tail = losses[-100:] or [float("nan")]
     info = {"steps": step, "cases": n_cases, "minutes": round((time.monotonic() - t0) / 60, 2),
             "final_loss_mean100": round(float(np.mean(tail)), 4), "seed": cfg.seed, "threads": cfg.threads,
-            "device": cfg.device, "patch_schedule": [list(s) for s in cfg.patch_schedule]}
+            "device": cfg.device, "patch_schedule": [[e, list(p)] for e, p in cfg.patch_schedule]}
     state = {k: v.detach().to("cpu").float() for k, v in model.state_dict().items()}
     return save_weights(path, state, metadata(cfg, info), overwrite=overwrite)
 

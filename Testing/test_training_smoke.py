@@ -1,0 +1,83 @@
+"""Demo-model training: real phantoms through the real preprocessing; a few steps reduce the loss."""
+
+import numpy as np
+import pytest
+import torch
+from medcert.inference.preprocess import PreprocessSpec
+from medcert.models import build_model
+from medcert.training.dataset import PatchSampler, extract, make_case
+from medcert.training.loss import dice_ce_loss
+from medcert.training.train import TrainConfig, train, train_step
+
+TINY = {"spacing_xy": 3.5, "thickness": 6.0, "n_nodules": 3, "nodule_diameters": [12.0, 16.0, 20.0]}
+SPEC = PreprocessSpec(spacing_mm=6.0)
+
+
+@pytest.fixture(scope="module")
+def case():
+    return make_case(21, SPEC, TINY)
+
+
+def test_case_matches_preprocessing(case):
+    assert case.image.shape == case.labels.shape and case.midline is not None
+    assert set(np.unique(case.labels)) <= {0, 1, 2, 3} and (case.labels == 3).any()
+    # Canonical grid: i → +x (R), so the right lung (1) lies at larger i than the left lung (2).
+    xr = np.argwhere(case.labels == 1)[:, 0].mean()
+    xl = np.argwhere(case.labels == 2)[:, 0].mean()
+    assert xr > xl
+    assert case.midline[np.rint(xr).astype(int)] > 0 > case.midline[np.rint(xl).astype(int)]
+    assert len(case.nodule_centers) >= 1
+
+
+def test_patch_sampling_is_deterministic_and_padded(case):
+    s = PatchSampler((32, 32, 32))
+    a = s.draw([case], np.random.default_rng([0, 5]))
+    b = s.draw([case], np.random.default_rng([0, 5]))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    x, y = extract(case, np.array([0, 0, 0]), (128, 128, 128))  # larger than the grid: edge padding
+    assert x.shape == (2, 128, 128, 128) and y.shape == (128, 128, 128)
+
+
+def test_few_steps_reduce_loss(case):
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = build_model("medcert.unet3d/1", {"in_channels": 2, "n_classes": 4, "channels": [4, 8]})
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    s = PatchSampler((24, 24, 24), p_nodule=0.0, p_lung=1.0)
+    x, y = s.draw([case], np.random.default_rng(3), augment=False)
+    assert len(np.unique(y)) >= 2
+    model.eval()
+    with torch.no_grad():
+        before = float(dice_ce_loss(model(torch.from_numpy(x[None])), torch.from_numpy(y[None])))
+    for _ in range(15):
+        train_step(model, opt, x, y, "cpu")
+    model.eval()
+    with torch.no_grad():
+        after = float(dice_ce_loss(model(torch.from_numpy(x[None])), torch.from_numpy(y[None])))
+    assert after < 0.85 * before
+
+
+def test_train_writes_loadable_weights(tmp_path):
+    from medcert.weights import build_network, load_weights
+
+    adapter = {"spacing_mm": 6.0, "window": [-1000.0, 500.0], "midline_channel": True, "patch": [32, 32, 32],
+               "overlap": 0.25, "labels": {"1": "right lung", "2": "left lung", "3": "lung nodule"},
+               "anomaly_label": 3}
+    cfg = TrainConfig(out=tmp_path / "m.safetensors", steps=3, initial_cases=1, threads=1,
+                      model_config={"in_channels": 2, "n_classes": 4, "channels": [4, 8]}, adapter=adapter,
+                      patch_schedule=((1.0, (32, 32, 32)),), phantom_overrides=TINY)
+    path = train(cfg, log=lambda _m: None)
+    w = load_weights(path)
+    assert w.architecture == "medcert.unet3d/1" and w.adapter == adapter
+    assert w.metrics["training"]["steps"] == 3 and "no patient data" in w.training_data
+    build_network(w)
+
+
+def test_cli_refuses_to_overwrite(tmp_path, capsys):
+    from medcert.cli.main import main
+
+    out = tmp_path / "exists.safetensors"
+    out.write_bytes(b"x")
+    assert main(["train-demo-model", "--out", str(out)]) == 65
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"x"
