@@ -77,11 +77,14 @@ def segment_to_files(input_path: str | Path, key_path: str | Path, out_dir: str 
     """
     if dicom_seg and volume is None and not Path(input_path).is_dir():
         raise InputError(f"--dicom-seg needs a DICOM series folder as input, not {input_path}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     key = load_private_key(key_path)
     weights = load_weights(resolve_weights(weights_path))
     audit.preflight(audit_db)  # a regulated site's "refuse" policy fails here, before any inference
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MedCertError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
     progress("loading input", 0.0)
     vol = volume if volume is not None else load_volume(input_path, series_uid=series_uid)
     if dicom_seg:
