@@ -52,6 +52,16 @@ def summarize(labels: np.ndarray, anomaly: np.ndarray | None, volume: Volume, la
     return {"organs": organs, "n_findings": len(nodules), "findings": nodules[:MAX_FINDINGS]}
 
 
+def format_findings(findings: dict[str, Any]) -> list[str]:
+    """Human-readable lines: organ volumes, then one line per finding."""
+    lines = [f"{name:<10} {organ['volume_ml']:.1f} mL" for name, organ in findings.get("organs", {}).items()]
+    for n, f in enumerate(findings.get("findings", []), 1):
+        ras = ", ".join(f"{v:.1f}" for v in f["centroid_ras"])
+        lines.append(f"finding {n}: {f['equivalent_diameter_mm']:.1f} mm, {f['volume_mm3']:.0f} mm³, "
+                     f"{f['side'] or 'outside the lungs'}, RAS ({ras}), max p={f['max_probability']}")
+    return lines
+
+
 def findings_for_run(volume: Volume, run: Any, adapter: Any) -> dict[str, Any]:
     """Findings of a SegmentationRun with its adapter's label names."""
     return summarize(run.outputs.labels, run.outputs.anomaly, volume, adapter.labels, adapter.anomaly_label)

@@ -50,6 +50,7 @@ def demo_weights(workdir: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medcert.findings import format_findings
     from medcert.keys import PRIVATE_NAME, PUBLIC_NAME, generate_keypair
     from medcert.pipeline import segment_to_files, verify_files
 
@@ -66,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
     res = segment_to_files(study, keys / PRIVATE_NAME, work / "out", weights_path=weights, threads=args.threads,
                            audit_db=db, dicom_seg=True, progress=StderrProgress())
     print(f"trace_id {res.trace_id}\nlabelmap {res.labelmap}\nDICOM SEG {res.dicom_seg}\nsidecar  {res.sidecar}")
-    for name, organ in res.certified.record.evidence.get("findings", {}).get("organs", {}).items():
-        print(f"  {name}: {organ['volume_ml']:.1f} mL")
+    print("\n".join("  " + line for line in format_findings(res.certified.record.evidence.get("findings", {}))))
     print("== verify (replay) from the DICOM SEG, cross-checked against the sidecar")
     report = verify_files(study, res.dicom_seg, trust=[keys / PUBLIC_NAME], weights_path=weights,
                           sidecar_path=res.sidecar, trace_id=res.trace_id, threads=args.threads, audit_db=db,

@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medcert.findings import format_findings
     from medcert.pipeline import segment_to_files
 
     res = segment_to_files(args.input, args.key, args.out, weights_path=args.weights, series_uid=args.series,
@@ -52,11 +53,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"trace_id   {summary['trace_id']}")
     print(f"model      {summary['model']}  (weights {core['d']['wts'][:12]}…)")
     print(f"signed by  {summary['key_id']}")
-    for name, organ in findings.get("organs", {}).items():
-        print(f"{name:<10} {organ['volume_ml']:.1f} mL")
-    for n, f in enumerate(findings.get("findings", []), 1):
-        print(f"finding {n}: {f['equivalent_diameter_mm']:.1f} mm, {f['volume_mm3']:.0f} mm³, "
-              f"{f['side'] or '-'}, max p={f['max_probability']}")
+    print("\n".join(format_findings(findings)))
     print(f"labelmap   {res.labelmap}")
     if res.anomaly:
         print(f"anomaly    {res.anomaly}")
