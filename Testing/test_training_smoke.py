@@ -57,17 +57,24 @@ def test_few_steps_reduce_loss(case):
     assert after < 0.85 * before
 
 
-def test_train_writes_loadable_weights(tmp_path):
+TINY_ADAPTER = {"spacing_mm": 6.0, "window": [-1000.0, 500.0], "midline_channel": True, "patch": [32, 32, 32],
+                "overlap": 0.25, "labels": {"1": "right lung", "2": "left lung", "3": "lung nodule"},
+                "anomaly_label": 3}
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    cfg = TrainConfig(out=tmp_path_factory.mktemp("train") / "m.safetensors", steps=3, initial_cases=1, threads=1,
+                      model_config={"in_channels": 2, "n_classes": 4, "channels": [4, 8]}, adapter=TINY_ADAPTER,
+                      patch_schedule=((1.0, (32, 32, 32)),), phantom_overrides=TINY)
+    return train(cfg, log=lambda _m: None)
+
+
+def test_train_writes_loadable_weights(tiny_weights):
     from medcert.weights import build_network, load_weights
 
-    adapter = {"spacing_mm": 6.0, "window": [-1000.0, 500.0], "midline_channel": True, "patch": [32, 32, 32],
-               "overlap": 0.25, "labels": {"1": "right lung", "2": "left lung", "3": "lung nodule"},
-               "anomaly_label": 3}
-    cfg = TrainConfig(out=tmp_path / "m.safetensors", steps=3, initial_cases=1, threads=1,
-                      model_config={"in_channels": 2, "n_classes": 4, "channels": [4, 8]}, adapter=adapter,
-                      patch_schedule=((1.0, (32, 32, 32)),), phantom_overrides=TINY)
-    path = train(cfg, log=lambda _m: None)
-    w = load_weights(path)
+    adapter = TINY_ADAPTER
+    w = load_weights(tiny_weights)
     assert w.architecture == "medcert.unet3d/1" and w.adapter == adapter
     assert w.metrics["training"]["steps"] == 3 and "no patient data" in w.training_data
     build_network(w)
@@ -81,3 +88,27 @@ def test_cli_refuses_to_overwrite(tmp_path, capsys):
     assert main(["train-demo-model", "--out", str(out)]) == 65
     assert "refusing to overwrite" in capsys.readouterr().err
     assert out.read_bytes() == b"x"
+
+
+def test_operating_point_shifts_only_the_nodule_logit(tiny_weights, case, tmp_path):
+    from medcert.inference.engine import sliding_window_logits
+    from medcert.training.operating_point import apply_offset, choose, sweep
+    from medcert.weights import build_network, load_weights
+
+    out = apply_offset(tiny_weights, tmp_path / "cal.safetensors", -2.5, {"nodule_logit_offset": -2.5})
+    before, after = load_weights(tiny_weights), load_weights(out)
+    assert after.metrics["operating_point"]["nodule_logit_offset"] == -2.5 and after.digest != before.digest
+    x = np.stack([case.image.astype(np.float32), np.broadcast_to(case.midline[:, None, None], case.image.shape)])
+    la, lb = (sliding_window_logits(build_network(w).requires_grad_(False), x, (32, 32, 32), 0.25)
+              for w in (before, after))
+    assert np.allclose(lb[3], la[3] - 2.5, atol=1e-5) and np.array_equal(la[:3], lb[:3])
+    # The sweep on a real case (every predicted nodule counts as a false positive here: no nodule list).
+    others = la.copy()
+    others[3] = -np.inf
+    grid = np.eye(4) * 6.0
+    grid[3, 3] = 1.0
+    cases = [(la[3], others.max(axis=0), others.argmax(axis=0).astype(np.uint8), case.labels, grid, [])]
+    rows = sweep(cases, 3, offsets=(50.0, 0.0, -50.0))
+    assert rows[0]["fp_per_scan"] >= 1 and rows[-1]["fp_per_scan"] == 0  # everything nodule / nothing nodule
+    assert rows[0]["dice_right_mean"] == 0 and rows[-1]["dice_right_mean"] >= rows[1]["dice_right_mean"]
+    assert choose(rows, 0.0)["fp_per_scan"] == 0 and choose(rows, 10.0)["offset"] == 50.0

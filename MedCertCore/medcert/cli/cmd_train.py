@@ -10,7 +10,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-demo-model",
                        help="train the demo lung + nodule model on synthetic chest CT phantoms (no patient data)")
     p.add_argument("--out", required=True, help="output safetensors file")
-    p.add_argument("--seed", type=int, default=0, help="run seed 0..79: phantom seeds 100000+10000*seed+i "
+    p.add_argument("--seed", type=int, default=0, help="run seed 0..69: phantom seeds 100000+10000*seed+i "
                    "(default 0, as the shipped model)")
     p.add_argument("--minutes", type=float, default=58.0, help="wall-clock budget including phantom generation "
                    "(default 58)")
@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from medcert.errors import MedCertError
+    from medcert.training.config import MAX_RUN_SEED
     from medcert.training.train import TrainConfig, train
 
     out = Path(args.out)
@@ -33,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
         raise MedCertError(f"refusing to overwrite existing file: {out} (use --overwrite)")
     if not out.parent.is_dir():
         raise MedCertError(f"output folder does not exist: {out.parent}")
-    if not 0 <= args.seed < 80:
-        raise MedCertError("--seed must be in 0..79")
+    if not 0 <= args.seed <= MAX_RUN_SEED:
+        raise MedCertError(f"--seed must be in 0..{MAX_RUN_SEED}")
     if args.minutes <= 0 or (args.steps is not None and args.steps <= 0) or args.threads < 1:
         raise MedCertError("--minutes, --steps and --threads must be positive")
     if args.device.startswith("cuda"):

@@ -19,14 +19,17 @@ MODEL_VERSION = "1.0.0"
 INTENDED_USE = ("Demonstration of certified, replay-verifiable inference on synthetic chest CT phantoms. "
                 "Not a medical device; not for clinical use; never validated on patient data.")
 
-# Phantom seeds. Training run ``--seed S`` uses 100000 + 10000*S + i (i = 0, 1, ...; < 10000 cases);
-# evaluation uses held-out seeds from 900000 upward, which no training run with S < 80 can reach.
+# Phantom seeds, three disjoint ranges. Training run ``--seed S`` (0..69) uses 100000 + 10000*S + i
+# (i < 10000 cases, so at most 799999); the nodule operating point is chosen on calibration seeds
+# 800000..899999; evaluation uses held-out seeds from 900000 upward.
 TRAIN_SEED_BASE = 100_000
 TRAIN_SEED_STRIDE = 10_000
+MAX_RUN_SEED = 69
+CALIBRATION_SEED_START = 800_000
 HELD_OUT_SEED_START = 900_000
 
 
 def training_phantom_seed(run_seed: int, index: int) -> int:
-    if not 0 <= index < TRAIN_SEED_STRIDE or not 0 <= run_seed < 80:
-        raise ValueError("training phantom index must be < 10000 and run seed in 0..79")
+    if not 0 <= index < TRAIN_SEED_STRIDE or not 0 <= run_seed <= MAX_RUN_SEED:
+        raise ValueError(f"training phantom index must be < 10000 and run seed in 0..{MAX_RUN_SEED}")
     return TRAIN_SEED_BASE + TRAIN_SEED_STRIDE * run_seed + index
