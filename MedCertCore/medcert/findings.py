@@ -52,13 +52,18 @@ def summarize(labels: np.ndarray, anomaly: np.ndarray | None, volume: Volume, la
     return {"organs": organs, "n_findings": len(nodules), "findings": nodules[:MAX_FINDINGS]}
 
 
-def format_findings(findings: dict[str, Any]) -> list[str]:
-    """Human-readable lines: organ volumes, then one line per finding."""
+def format_findings(findings: dict[str, Any], limit: int = 10) -> list[str]:
+    """Human-readable lines: organ volumes, then one line per finding (the ``limit`` largest)."""
     lines = [f"{name:<10} {organ['volume_ml']:.1f} mL" for name, organ in findings.get("organs", {}).items()]
-    for n, f in enumerate(findings.get("findings", []), 1):
+    listed = findings.get("findings", [])
+    for n, f in enumerate(listed[:limit], 1):
         ras = ", ".join(f"{v:.1f}" for v in f["centroid_ras"])
         lines.append(f"finding {n}: {f['equivalent_diameter_mm']:.1f} mm, {f['volume_mm3']:.0f} mm³, "
                      f"{f['side'] or 'outside the lungs'}, RAS ({ras}), max p={f['max_probability']}")
+    total = int(findings.get("n_findings", len(listed)))
+    if total > min(limit, len(listed)):
+        lines.append(f"... and {total - min(limit, len(listed))} smaller findings (all are in the certificate's "
+                     "evidence; `--json` lists them)")
     return lines
 
 

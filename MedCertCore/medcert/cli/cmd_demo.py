@@ -8,6 +8,8 @@ from pathlib import Path
 from medcert.progress import StderrProgress
 
 DEMO_SEED = 7
+DEMO_PHANTOM = {"spacing_xy": 1.2, "thickness": 2.5, "orientation": "lps", "n_nodules": 2,
+                "nodule_diameters": [15.0, 8.0]}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,8 +29,7 @@ def demo_study(workdir: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("*.dcm"):
             stale.unlink()
-        ph = generate_chest_ct(DEMO_SEED, spacing_xy=1.2, thickness=2.5, orientation="lps", n_nodules=2,
-                               nodule_diameters=[15.0, 8.0])
+        ph = generate_chest_ct(DEMO_SEED, **DEMO_PHANTOM)
         write_ct_series(ph.volume, folder, patient_name="MEDCERT^DEMO", patient_id="DEMO-0007",
                         description="MedCert synthetic chest CT (demo)")
         (folder / ".complete").touch()

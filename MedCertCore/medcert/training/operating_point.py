@@ -73,9 +73,17 @@ def sweep(cases: list[Case], anomaly: int, offsets: tuple[float, ...] = OFFSETS)
     return rows
 
 
-def choose(rows: list[dict[str, Any]], max_fp: float) -> dict[str, Any]:
-    """Highest sensitivity with fp_per_scan ≤ max_fp (ties: the smallest shift); else the fewest FPs."""
-    ok = [r for r in rows if r["fp_per_scan"] <= max_fp]
+def choose(rows: list[dict[str, Any]], max_fp: float | None = None,
+           min_sensitivity: float | None = None) -> dict[str, Any]:
+    """With ``min_sensitivity``: the fewest false positives among offsets keeping that sensitivity for
+    nodules ≥ 6 mm. Otherwise: the highest sensitivity with fp_per_scan ≤ ``max_fp`` (ties: the smallest
+    shift). Falls back to the fewest false positives / the highest sensitivity."""
+    if min_sensitivity is not None:
+        ok = [r for r in rows if r["sensitivity_ge6mm"] >= min_sensitivity]
+        if ok:
+            return min(ok, key=lambda r: (r["fp_per_scan"], -r["sensitivity_ge6mm"]))
+        return max(rows, key=lambda r: (r["sensitivity_ge6mm"], -r["fp_per_scan"]))
+    ok = [r for r in rows if max_fp is None or r["fp_per_scan"] <= max_fp]
     if ok:
         return max(ok, key=lambda r: (r["sensitivity_ge6mm"], r["offset"]))
     return min(rows, key=lambda r: (r["fp_per_scan"], -r["sensitivity_ge6mm"]))
@@ -102,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--n", type=int, default=16)
-    ap.add_argument("--max-fp", type=float, default=0.5, help="false-positive components per scan (any size)")
+    rule = ap.add_mutually_exclusive_group()
+    rule.add_argument("--max-fp", type=float, help="false-positive components per scan (any size) to stay under")
+    rule.add_argument("--min-sensitivity", type=float, help="sensitivity for nodules >= 6 mm to keep")
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
     from medcert.weights import load_weights
@@ -120,10 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = sweep(cases, anomaly)
     for r in rows:
         print(json.dumps(r), flush=True)
-    best = choose(rows, args.max_fp)
-    calibration = {"nodule_logit_offset": best["offset"], "max_fp_per_scan": args.max_fp,
+    best = choose(rows, args.max_fp, args.min_sensitivity)
+    calibration = {"nodule_logit_offset": best["offset"],
+                   "rule": {"max_fp_per_scan": args.max_fp, "min_sensitivity_ge6mm": args.min_sensitivity},
                    "seeds": [CALIBRATION_SEED_START, CALIBRATION_SEED_START + args.n - 1],
-                   "at_offset": best, "grid": "canonical 2 mm"}
+                   "at_offset": best, "grid": "canonical 2 mm", "sweep": rows}
     print(apply_offset(Path(args.weights), Path(args.out), best["offset"], calibration))
     print(json.dumps(calibration))
     return 0
