@@ -39,7 +39,11 @@ class ToleranceProfile:
 
 
 # Calibrated on CPU kernel-path and thread-count variants; see docs/replay-tolerance.md for the figures.
-FP32_CPU = ToleranceProfile(id="medcert.fp32/1", layer_rel=1e-4, logits_rel=1e-4, prob_abs=1e-4, margin=2e-3,
-                            expl_abs=1e-3)
-PROFILES = {FP32_CPU.id: FP32_CPU}
+# /1 (placeholder-model calibration) stays verifiable; /2 widens only expl_abs after the trained demo model's
+# input-gradient map moved by 2.7e-3 under SSE4.1 / 1 thread (activations moved by < 1e-6).
+FP32_CPU_V1 = ToleranceProfile(id="medcert.fp32/1", layer_rel=1e-4, logits_rel=1e-4, prob_abs=1e-4, margin=2e-3,
+                               expl_abs=1e-3)
+FP32_CPU = ToleranceProfile(id="medcert.fp32/2", layer_rel=1e-4, logits_rel=1e-4, prob_abs=1e-4, margin=2e-3,
+                            expl_abs=2e-2)
+PROFILES = {p.id: p for p in (FP32_CPU_V1, FP32_CPU)}
 DEFAULT_PROFILE = FP32_CPU
