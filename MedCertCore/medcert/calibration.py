@@ -37,10 +37,7 @@ def finetune_one_step(weights_path: str | Path, out_path: str | Path, *, lr: flo
     loss = torch.nn.functional.cross_entropy(model(x), y)
     loss.backward()
     opt.step()
-    meta: dict[str, Any] = {"architecture": w.architecture, "config": w.config, "adapter": w.adapter,
-                            "name": w.name, "version": w.version, "intended_use": w.intended_use,
-                            "training_data": w.training_data, "metrics": w.metrics}
-    return save_weights(out_path, model.state_dict(), meta, overwrite=True)
+    return save_weights(out_path, model.state_dict(), w.metadata(), overwrite=True)
 
 
 def _verify_json(args: list[str], env: dict[str, str]) -> dict[str, Any]:

@@ -60,10 +60,11 @@ def format_findings(findings: dict[str, Any], limit: int = 10) -> list[str]:
         ras = ", ".join(f"{v:.1f}" for v in f["centroid_ras"])
         lines.append(f"finding {n}: {f['equivalent_diameter_mm']:.1f} mm, {f['volume_mm3']:.0f} mm³, "
                      f"{f['side'] or 'outside the lungs'}, RAS ({ras}), max p={f['max_probability']}")
+    shown = min(limit, len(listed))
     total = int(findings.get("n_findings", len(listed)))
-    if total > min(limit, len(listed)):
-        lines.append(f"... and {total - min(limit, len(listed))} smaller findings (all are in the certificate's "
-                     "evidence; `--json` lists them)")
+    if total > shown:
+        lines.append(f"... and {total - shown} smaller findings (all are in the certificate's evidence; "
+                     "`--json` lists them)")
     return lines
 
 

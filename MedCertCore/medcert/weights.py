@@ -51,6 +51,12 @@ class ModelWeights:
 
         return base64.urlsafe_b64decode(self.digest + "=").hex()
 
+    def metadata(self, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The ``medcert.*`` header metadata of this file (for ``save_weights``), optionally with new metrics."""
+        return {"architecture": self.architecture, "config": self.config, "adapter": self.adapter, "name": self.name,
+                "version": self.version, "intended_use": self.intended_use, "training_data": self.training_data,
+                "metrics": self.metrics if metrics is None else metrics}
+
     def identity(self) -> dict[str, Any]:
         """Model identity as recorded in a certificate's evidence."""
         return {"name": self.name, "version": self.version, "architecture": self.architecture,

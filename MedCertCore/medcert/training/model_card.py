@@ -98,10 +98,11 @@ def render(w: ModelWeights) -> str:
     op = m.get("operating_point")
     if op:
         at = op.get("at_offset", {})
+        first, last = op.get("seeds", ["?", "?"])
         lines += ["## Operating point",
                   f"- Nodule logit offset {op.get('nodule_logit_offset')} (added to `head.bias[3]`), rule "
                   f"`{json.dumps(op.get('rule', {}), sort_keys=True)}`, calibration seeds "
-                  f"{op.get('seeds', ['?', '?'])[0]}..{op.get('seeds', ['?', '?'])[1]} on the canonical grid: "
+                  f"{first}..{last} on the canonical grid: "
                   f"sensitivity ≥ 6 mm {at.get('sensitivity_ge6mm')}, {at.get('fp_per_scan')} false positives per "
                   "scan.", ""]
     held = m.get("held_out_phantoms")

@@ -1,13 +1,15 @@
 """Choose the nodule operating point on calibration phantoms and bake it into the head bias.
 
-    python -m medcert.training.operating_point --weights FILE --out FILE [--n 16] [--max-fp 0.5]
+    python -m medcert.training.operating_point --weights FILE --out FILE [--n 16] \
+        (--max-fp 0.5 | --min-sensitivity 0.9)
 
 Training up-weights nodule voxels (they are ~1e-4 of a tile), which biases the network toward calling
 nodules. The labelmap is the argmax of the logits, so adding a constant ``b`` to the nodule logit is
 the same as moving the decision threshold. This script segments calibration phantoms (seeds from
 ``CALIBRATION_SEED_START``: disjoint from training and from the held-out evaluation seeds) once, sweeps
-``b``, and keeps the value with the highest sensitivity for nodules ≥ 6 mm whose false-positive rate stays
-at or below ``--max-fp`` per scan. ``b`` is added to ``head.bias[anomaly_label]``: the shipped network
+``b``, and keeps either the value with the highest sensitivity for nodules ≥ 6 mm whose false-positive rate
+stays at or below ``--max-fp`` per scan, or the one with the fewest false positives that keeps
+``--min-sensitivity``. ``b`` is added to ``head.bias[anomaly_label]``: the shipped network
 *is* the calibrated one, and the certificate's weights digest covers it.
 """
 
@@ -22,29 +24,25 @@ import numpy as np
 import torch
 
 from medcert.training.config import CALIBRATION_SEED_START
+from medcert.training.evaluate import FP_MIN_DIAMETER, SENS_MIN_DIAMETER
 from medcert.training.metrics import lung_scores, nodule_scores
 
 OFFSETS = tuple(round(-0.5 * i, 2) for i in range(0, 17))  # 0 .. -8 logits
-MIN_DIAMETER = 6.0
-FP_MIN_DIAMETER = 3.0
 
 
 Case = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[Any]]
 
 
-def _case(seed: int, weights: Any, anomaly: int) -> Case:
+def _case(seed: int, adapter: Any, network: torch.nn.Module, anomaly: int) -> Case:
     """One calibration phantom on the canonical grid: the nodule logit, the best other logit and its class,
     the labels, the geometry and the nodules."""
-    from medcert.inference import WeightsAdapter
     from medcert.inference.engine import sliding_window_logits
     from medcert.inference.preprocess import labels_to_grid
     from medcert.phantom import generate_chest_ct
 
     ph = generate_chest_ct(seed)
-    adapter = WeightsAdapter.from_weights(weights)
     prep = adapter.preprocess(ph.volume)
-    logits = sliding_window_logits(adapter.network().requires_grad_(False), prep.tensor, adapter.patch,
-                                   adapter.overlap)
+    logits = sliding_window_logits(network, prep.tensor, adapter.patch, adapter.overlap)
     others = logits.copy()
     others[anomaly] = -np.inf
     return (logits[anomaly].copy(), others.max(axis=0), others.argmax(axis=0).astype(np.uint8),
@@ -62,7 +60,7 @@ def sweep(cases: list[Case], anomaly: int, offsets: tuple[float, ...] = OFFSETS)
             dr.append(ls["dice_right"])
             dl.append(ls["dice_left"])
             ns = nodule_scores(gt, pred, affine, nodules, FP_MIN_DIAMETER)
-            big = [n for n in ns["nodules"] if n["diameter_mm"] >= MIN_DIAMETER]
+            big = [n for n in ns["nodules"] if n["diameter_mm"] >= SENS_MIN_DIAMETER]
             hits += sum(n["detected"] for n in big)
             total += len(big)
             fp += ns["fp"]
@@ -97,11 +95,7 @@ def apply_offset(weights_path: Path, out: Path, offset: float, calibration: dict
     anomaly = int(w.adapter["anomaly_label"])
     state = {k: v.clone() for k, v in w.state_dict.items()}
     state["head.bias"][anomaly] += torch.tensor(offset, dtype=state["head.bias"].dtype)
-    metrics = json.loads(json.dumps(dict(w.metrics, operating_point=calibration)))
-    meta = {"architecture": w.architecture, "config": w.config, "adapter": w.adapter, "name": w.name,
-            "version": w.version, "intended_use": w.intended_use, "training_data": w.training_data,
-            "metrics": metrics}
-    return save_weights(out, state, meta, overwrite=True)
+    return save_weights(out, state, w.metadata(dict(w.metrics, operating_point=calibration)), overwrite=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     rule.add_argument("--min-sensitivity", type=float, help="sensitivity for nodules >= 6 mm to keep")
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
+    from medcert.inference import WeightsAdapter
     from medcert.weights import load_weights
 
     if args.threads:
@@ -123,9 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     if "operating_point" in w.metrics:
         raise SystemExit(f"{args.weights} already has an operating point; start from the trained file")
     anomaly = int(w.adapter["anomaly_label"])
+    adapter = WeightsAdapter.from_weights(w)
+    network = adapter.network().requires_grad_(False)
     cases = []
     for seed in range(CALIBRATION_SEED_START, CALIBRATION_SEED_START + args.n):
-        cases.append(_case(seed, w, anomaly))
+        cases.append(_case(seed, adapter, network, anomaly))
         print(f"calibration phantom {seed}: grid {cases[-1][3].shape}", flush=True)
     rows = sweep(cases, anomaly)
     for r in rows:

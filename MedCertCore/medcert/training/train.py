@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -159,9 +158,4 @@ def update_metrics(path: Path, metrics: dict[str, Any]) -> Path:
     from medcert.weights import load_weights
 
     w = load_weights(path)
-    merged = dict(w.metrics)
-    merged.update(metrics)
-    meta = {"architecture": w.architecture, "config": w.config, "adapter": w.adapter, "name": w.name,
-            "version": w.version, "intended_use": w.intended_use, "training_data": w.training_data,
-            "metrics": json.loads(json.dumps(merged))}
-    return save_weights(path, w.state_dict, meta, overwrite=True)
+    return save_weights(path, w.state_dict, w.metadata({**w.metrics, **metrics}), overwrite=True)
