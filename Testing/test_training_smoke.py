@@ -7,6 +7,7 @@ from medcert.inference.preprocess import PreprocessSpec
 from medcert.models import build_model
 from medcert.training.dataset import PatchSampler, extract, make_case
 from medcert.training.loss import dice_ce_loss
+from medcert.training.operating_point import choose
 from medcert.training.train import TrainConfig, train, train_step
 
 TINY = {"spacing_xy": 3.5, "thickness": 6.0, "n_nodules": 3, "nodule_diameters": [12.0, 16.0, 20.0]}
@@ -92,7 +93,7 @@ def test_cli_refuses_to_overwrite(tmp_path, capsys):
 
 def test_operating_point_shifts_only_the_nodule_logit(tiny_weights, case, tmp_path):
     from medcert.inference.engine import sliding_window_logits
-    from medcert.training.operating_point import apply_offset, choose, sweep
+    from medcert.training.operating_point import apply_offset, lung_safe, sweep
     from medcert.weights import build_network, load_weights
 
     out = apply_offset(tiny_weights, tmp_path / "cal.safetensors", -2.5, {"nodule_logit_offset": -2.5})
@@ -111,4 +112,20 @@ def test_operating_point_shifts_only_the_nodule_logit(tiny_weights, case, tmp_pa
     rows = sweep(cases, 3, offsets=(50.0, 0.0, -50.0))
     assert rows[0]["fp_per_scan"] >= 1 and rows[-1]["fp_per_scan"] == 0  # everything nodule / nothing nodule
     assert rows[0]["dice_right_mean"] == 0 and rows[-1]["dice_right_mean"] >= rows[1]["dice_right_mean"]
-    assert choose(rows, 0.0)["fp_per_scan"] == 0 and choose(rows, 10.0)["offset"] == 50.0
+    assert choose(rows, 0.0)["fp_per_scan"] == 0
+    # +50 calls the whole lung "nodule": never chosen, however many false positives are allowed.
+    assert 50.0 not in [r["offset"] for r in lung_safe(rows)]
+    assert choose(rows, 1e9)["offset"] != 50.0 and choose(rows, None, 0.5)["offset"] != 50.0
+
+
+def test_operating_point_rule_reproduces_the_shipped_choice():
+    """The stored calibration sweep of the shipped model, run through today's rule, gives its recorded offset."""
+    from pathlib import Path
+
+    from medcert.weights import load_weights
+
+    op = load_weights(Path(__file__).resolve().parents[1] / "Resources" / "Models" /
+                      "medcert-lung-demo.safetensors").metrics["operating_point"]
+    rule = op["rule"]
+    assert choose(op["sweep"], rule["max_fp_per_scan"], rule["min_sensitivity_ge6mm"])["offset"] == \
+        op["nodule_logit_offset"]

@@ -71,11 +71,24 @@ def sweep(cases: list[Case], anomaly: int, offsets: tuple[float, ...] = OFFSETS)
     return rows
 
 
+LUNG_DICE_SLACK = 0.02  # an offset may cost each lung at most this much mean Dice against the best offset
+
+
+def lung_safe(rows: list[dict[str, Any]], slack: float = LUNG_DICE_SLACK) -> list[dict[str, Any]]:
+    """The offsets whose mean lung Dice, per side, is within ``slack`` of the best offset's for that side: a
+    large positive offset can turn lung into "nodule" wholesale, which no false-positive count shows."""
+    best_r = max(r["dice_right_mean"] for r in rows)
+    best_l = max(r["dice_left_mean"] for r in rows)
+    return [r for r in rows if r["dice_right_mean"] >= best_r - slack and r["dice_left_mean"] >= best_l - slack]
+
+
 def choose(rows: list[dict[str, Any]], max_fp: float | None = None,
            min_sensitivity: float | None = None) -> dict[str, Any]:
-    """With ``min_sensitivity``: the fewest false positives among offsets keeping that sensitivity for
-    nodules ≥ 6 mm. Otherwise: the highest sensitivity with fp_per_scan ≤ ``max_fp`` (ties: the smallest
-    shift). Falls back to the fewest false positives / the highest sensitivity."""
+    """Among the lung-safe offsets (``lung_safe``): with ``min_sensitivity``, the fewest false positives among
+    offsets keeping that sensitivity for nodules ≥ 6 mm; otherwise the highest sensitivity with
+    fp_per_scan ≤ ``max_fp`` (ties: the smallest shift). Falls back to the fewest false positives / the highest
+    sensitivity among the lung-safe offsets."""
+    rows = lung_safe(rows)
     if min_sensitivity is not None:
         ok = [r for r in rows if r["sensitivity_ge6mm"] >= min_sensitivity]
         if ok:
@@ -128,8 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(json.dumps(r), flush=True)
     best = choose(rows, args.max_fp, args.min_sensitivity)
+    if args.min_sensitivity is not None and best["sensitivity_ge6mm"] < args.min_sensitivity:
+        print(f"warning: no lung-safe offset keeps sensitivity {args.min_sensitivity}; using {best['offset']} "
+              f"(sensitivity {best['sensitivity_ge6mm']})", flush=True)
     calibration = {"nodule_logit_offset": best["offset"],
-                   "rule": {"max_fp_per_scan": args.max_fp, "min_sensitivity_ge6mm": args.min_sensitivity},
+                   "rule": {"max_fp_per_scan": args.max_fp, "min_sensitivity_ge6mm": args.min_sensitivity,
+                            "lung_dice_slack": LUNG_DICE_SLACK},
                    "seeds": [CALIBRATION_SEED_START, CALIBRATION_SEED_START + args.n - 1],
                    "at_offset": best, "grid": "canonical 2 mm", "sweep": rows}
     print(apply_offset(Path(args.weights), Path(args.out), best["offset"], calibration))
