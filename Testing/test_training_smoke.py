@@ -120,12 +120,9 @@ def test_operating_point_shifts_only_the_nodule_logit(tiny_weights, case, tmp_pa
 
 def test_operating_point_rule_reproduces_the_shipped_choice():
     """The stored calibration sweep of the shipped model, run through today's rule, gives its recorded offset."""
-    from pathlib import Path
+    from medcert.weights import default_weights_path, load_weights
 
-    from medcert.weights import load_weights
-
-    op = load_weights(Path(__file__).resolve().parents[1] / "Resources" / "Models" /
-                      "medcert-lung-demo.safetensors").metrics["operating_point"]
+    op = load_weights(default_weights_path()).metrics["operating_point"]
     rule = op["rule"]
     assert choose(op["sweep"], rule["max_fp_per_scan"], rule["min_sensitivity_ge6mm"])["offset"] == \
         op["nodule_logit_offset"]
