@@ -123,10 +123,13 @@ def test_demo_main_job_uses_the_bundled_model_and_replays_on_another_kernel_path
     findings = read_sidecar(sidecar)[0].evidence["findings"]["findings"]
     nodule = next(n for n in generate_chest_ct(DEMO_SEED, **DEMO_PHANTOM).nodules if n.diameter_mm == 15.0)
     assert any(np.linalg.norm(np.array(f["centroid_ras"]) - nodule.center_ras) < 7.5 for f in findings)
-    # An auditor on another CPU kernel path and thread count replays the trained model within tolerance.
+    # An auditor on another CPU kernel path (SSE4.1 instead of this CPU's best) replays the trained model within
+    # tolerance. The thread count is left as is: the single-thread variant gives the same deviation here at
+    # twice the time, and thread counts are covered on the small model in test_replay_verification.
     study = next((work / "study").iterdir())
+    sse41 = {k: v for k, v in LEGIT_VARIANTS["sse41-1thread"].items() if k != "OMP_NUM_THREADS"}
     rep = run_cli("verify", study, "--cert", sidecar, "--weights", WEIGHTS, "--trust",
-                  work / "keys" / "signing-key.pub.pem", "--json", env=LEGIT_VARIANTS["sse41-1thread"], timeout=900)
+                  work / "keys" / "signing-key.pub.pem", "--json", env=sse41, timeout=900)
     report = json.loads(rep.stdout)
     assert rep.returncode == 0 and report["verdict"] == "PASS", rep.stdout[-3000:]
     assert 0 < report["checks"]["trajectory"]["figures"]["max_deviation"] < 1e-4
