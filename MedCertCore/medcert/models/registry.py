@@ -53,3 +53,7 @@ def _ensure_builtins() -> None:
         from medcert.models.unet3d import UNet3D
 
         register_architecture("medcert.unet3d/1", lambda cfg: UNet3D(**cfg))
+    if "medcert.lungnodule/1" not in _REGISTRY:
+        from medcert.models.lung_nodule import LungNoduleNet
+
+        register_architecture("medcert.lungnodule/1", lambda cfg: LungNoduleNet(**cfg))

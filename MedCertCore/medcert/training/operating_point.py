@@ -9,7 +9,7 @@ the same as moving the decision threshold. This script segments calibration phan
 ``CALIBRATION_SEED_START``: disjoint from training and from the held-out evaluation seeds) once, sweeps
 ``b``, and keeps either the value with the highest sensitivity for nodules ≥ 6 mm whose false-positive rate
 stays at or below ``--max-fp`` per scan, or the one with the fewest false positives that keeps
-``--min-sensitivity``. ``b`` is added to ``head.bias[anomaly_label]``: the shipped network
+``--min-sensitivity``. ``b`` is added to the nodule logit's bias (``nodule_bias``): the shipped network
 *is* the calibrated one, and the certificate's weights digest covers it.
 """
 
@@ -27,7 +27,7 @@ from medcert.training.config import CALIBRATION_SEED_START
 from medcert.training.evaluate import FP_MIN_DIAMETER, SENS_MIN_DIAMETER
 from medcert.training.metrics import lung_scores, nodule_scores
 
-OFFSETS = tuple(round(-0.5 * i, 2) for i in range(0, 17))  # 0 .. -8 logits
+OFFSETS = tuple(round(4.0 - 0.5 * i, 2) for i in range(0, 33))  # +4 .. -12 logits
 
 
 Case = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[Any]]
@@ -105,10 +105,18 @@ def apply_offset(weights_path: Path, out: Path, offset: float, calibration: dict
     from medcert.weights import load_weights, save_weights
 
     w = load_weights(weights_path)
-    anomaly = int(w.adapter["anomaly_label"])
     state = {k: v.clone() for k, v in w.state_dict.items()}
-    state["head.bias"][anomaly] += torch.tensor(offset, dtype=state["head.bias"].dtype)
+    key, index = nodule_bias(state, int(w.adapter["anomaly_label"]))
+    state[key][index] += torch.tensor(offset, dtype=state[key].dtype)
     return save_weights(out, state, w.metadata(dict(w.metrics, operating_point=calibration)), overwrite=True)
+
+
+def nodule_bias(state: dict[str, torch.Tensor], anomaly: int) -> tuple[str, int]:
+    """The bias entry that shifts the nodule logit alone: the nodule network's head in the two-network model
+    (``medcert.lungnodule/1``), else the anomaly class's entry of the single network's head."""
+    from medcert.models.lung_nodule import NODULE_BIAS
+
+    return (NODULE_BIAS, 0) if NODULE_BIAS in state else ("head.bias", anomaly)
 
 
 def main(argv: list[str] | None = None) -> int:

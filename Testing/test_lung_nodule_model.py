@@ -1,0 +1,142 @@
+"""The two-network demo architecture (medcert.lungnodule/1) and its trainer, on real phantoms."""
+
+import numpy as np
+import pytest
+import torch
+from medcert.inference.preprocess import PreprocessSpec
+from medcert.models import build_model
+from medcert.models.lung_nodule import NODULE_BIAS
+from medcert.phantom import LEFT_LUNG, NODULE, RIGHT_LUNG
+from medcert.training.cascade import (
+    DENSE_LUNG,
+    CascadeConfig,
+    NoduleSampler,
+    make_cascade_case,
+    nodule_loss,
+    train_cascade,
+)
+from medcert.training.operating_point import apply_offset
+from medcert.weights import build_network, load_weights
+
+TINY = {"spacing_xy": 3.5, "thickness": 6.0, "n_nodules": 3, "nodule_diameters": [12.0, 16.0, 20.0]}
+SPEC = PreprocessSpec(spacing_mm=4.0)
+TINY_CONFIG = {"lung": {"in_channels": 2, "channels": [4, 8]},
+               "nodule": {"in_channels": 1, "channels": [4, 8], "norm": "batch"}}
+
+
+@pytest.fixture(scope="module")
+def case():
+    return make_cascade_case(21, SPEC, TINY)
+
+
+def test_lung_labels_absorb_nodules_on_their_own_side(case):
+    assert set(np.unique(case.labels)) <= {0, RIGHT_LUNG, LEFT_LUNG}
+    assert case.nodule.any() and (case.labels[case.nodule] > 0).all()
+    # Every nodule component takes the side of the lung it sits in: right lung at larger x (RAS grid).
+    from scipy import ndimage
+
+    comp, n = ndimage.label(case.nodule)
+    mid = np.median(np.argwhere(case.labels > 0)[:, 0])
+    for c in range(1, n + 1):
+        sides = np.unique(case.labels[comp == c])
+        x = np.argwhere(comp == c)[:, 0].mean()
+        assert len(sides) == 1 and sides[0] == (RIGHT_LUNG if x > mid else LEFT_LUNG)
+    dense = case.dense_points
+    assert len(dense) and (case.labels[tuple(dense.T)] > 0).all() and not case.nodule[tuple(dense.T)].any()
+    assert (case.image[tuple(dense.T)].astype(np.float32) > DENSE_LUNG).all()
+
+
+def test_nodule_patches_are_deterministic_and_aligned(case):
+    s = NoduleSampler((16, 16, 16), p_nodule=1.0, p_lung=0.0, p_dense=0.0)
+    a = s.draw([case], np.random.default_rng([1, 2]), 4)
+    b = s.draw([case], np.random.default_rng([1, 2]), 4)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    x, y = a
+    assert x.shape == (4, 1, 16, 16, 16) and y.shape == (4, 16, 16, 16) and set(np.unique(y)) <= {0.0, 1.0}
+    # Flips move image and mask together: the nodule voxels are denser than aerated lung (-800 HU).
+    above = (1000 - 800) / 1500
+    assert y.sum() > 0 and np.mean(x[:, 0][y > 0] > above) > 0.95
+
+
+def test_nodule_loss_is_weighted_bce_plus_soft_dice():
+    g = torch.Generator().manual_seed(0)
+    logit = torch.randn(2, 1, 6, 6, 6, generator=g)
+    target = (torch.rand(2, 1, 6, 6, 6, generator=g) > 0.9).float()
+    p = torch.sigmoid(logit)
+    bce = -(5.0 * target * torch.log(p) + (1 - target) * torch.log(1 - p)).mean()
+    dice = (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+    assert float(nodule_loss(logit, target, 5.0)) == pytest.approx(float(bce + 1 - dice), rel=1e-5)
+
+
+def test_composite_logits_gate_the_nodule_by_the_lung():
+    torch.manual_seed(0)
+    net = build_model("medcert.lungnodule/1", TINY_CONFIG).eval()
+    names = [n for n, _m in net.trace_layers()]
+    assert names[0] == "lung.enc0" and names[-1] == "nodule.head" and len(set(names)) == len(names)
+    x = torch.rand(1, 2, 16, 16, 16)
+    with torch.no_grad():
+        out = net(x)
+        lung, nod = net.lung(x), net.nodule(x[:, :1])
+    assert out.shape == (1, 4, 16, 16, 16)
+    assert torch.equal(out[:, :3], lung)
+    assert torch.allclose(out[:, 3], lung[:, 1:3].amax(1) + nod[:, 0])
+    labels = out.argmax(1)
+    is_lung = lung.argmax(1) > 0
+    assert torch.equal(labels == NODULE, is_lung & (nod[:, 0] > 0))
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    adapter = {"spacing_mm": 4.0, "window": [-1000.0, 500.0], "midline_channel": True, "patch": [32, 32, 32],
+               "overlap": 0.25, "labels": {"1": "right lung", "2": "left lung", "3": "lung nodule"},
+               "anomaly_label": 3}
+    cfg = CascadeConfig(out=tmp_path_factory.mktemp("cascade") / "m.safetensors", steps=3, initial_cases=1,
+                        threads=1, lung_config=TINY_CONFIG["lung"], nodule_config=TINY_CONFIG["nodule"],
+                        adapter=adapter, nodule_patch=(16, 16, 16), phantom_overrides=TINY)
+    return train_cascade(cfg, log=lambda _m: None)
+
+
+def test_cascade_training_writes_a_loadable_two_network_file(tiny_weights):
+    w = load_weights(tiny_weights)
+    assert w.architecture == "medcert.lungnodule/1" and w.config == TINY_CONFIG
+    info = w.metrics["training"]
+    assert info["step_pairs"] == 3 and info["precision"] == "bf16" and set(info["final_loss_mean100"]) == {
+        "lung", "nodule"}
+    # Batch-norm running statistics were learnt and kept (counters stay integers).
+    assert w.state_dict["nodule.encoders.0.1.num_batches_tracked"].dtype == torch.int64
+    assert int(w.state_dict["nodule.encoders.0.1.num_batches_tracked"]) == 3
+    assert not torch.equal(w.state_dict["nodule.encoders.0.1.running_mean"], torch.zeros(4))
+    net = build_network(w)
+    assert not net.training
+
+
+def test_operating_point_shifts_only_the_nodule_head(tiny_weights, tmp_path):
+    out = apply_offset(tiny_weights, tmp_path / "cal.safetensors", -1.5, {"nodule_logit_offset": -1.5})
+    a, b = load_weights(tiny_weights), load_weights(out)
+    for k, v in a.state_dict.items():
+        if k == NODULE_BIAS:
+            assert torch.allclose(b.state_dict[k], v - 1.5)
+        else:
+            assert torch.equal(b.state_dict[k], v), k
+    x = torch.rand(1, 2, 32, 32, 32)
+    with torch.no_grad():
+        la, lb = build_network(a)(x), build_network(b)(x)
+    assert torch.allclose(lb[:, :3], la[:, :3]) and torch.allclose(lb[:, 3], la[:, 3] - 1.5, atol=1e-5)
+
+
+def test_bf16_training_step_keeps_float32_weights():
+    torch.manual_seed(0)
+    net = build_model("medcert.lungnodule/1", TINY_CONFIG)
+    opt = torch.optim.AdamW(net.nodule.parameters(), lr=1e-2)
+    x = torch.rand(2, 1, 16, 16, 16)
+    y = (x > 0.7).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        first = nodule_loss(net.nodule(x).float(), y)
+    for _ in range(20):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = nodule_loss(net.nodule(x).float(), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.8 * float(first.detach())
+    assert all(p.dtype == torch.float32 for p in net.parameters())
