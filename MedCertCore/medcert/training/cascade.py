@@ -33,7 +33,6 @@ from medcert.training.config import (
     ADAPTER,
     INTENDED_USE,
     MODEL_NAME,
-    PATCH,
     training_phantom_seed,
 )
 from medcert.training.dataset import Case, PatchSampler, extract, make_case
