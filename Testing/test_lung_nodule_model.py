@@ -1,22 +1,13 @@
-"""The two-network demo architecture (medcert.lungnodule/1) and its trainer, on real phantoms."""
+"""The two-network demo architecture (medcert.lungnodule/1) and its training data, on real phantoms."""
 
 import numpy as np
 import pytest
 import torch
 from medcert.inference.preprocess import PreprocessSpec
 from medcert.models import build_model
-from medcert.models.lung_nodule import NODULE_BIAS
 from medcert.phantom import LEFT_LUNG, NODULE, RIGHT_LUNG
-from medcert.training.cascade import (
-    DENSE_LUNG,
-    CascadeConfig,
-    NoduleSampler,
-    make_cascade_case,
-    nodule_loss,
-    train_cascade,
-)
-from medcert.training.operating_point import apply_offset
-from medcert.weights import build_network, load_weights
+from medcert.training.dataset import DENSE_HU, NoduleSampler, make_training_case
+from medcert.training.loss import nodule_loss
 
 TINY = {"spacing_xy": 3.5, "thickness": 6.0, "n_nodules": 3, "nodule_diameters": [12.0, 16.0, 20.0]}
 SPEC = PreprocessSpec(spacing_mm=4.0)
@@ -26,7 +17,7 @@ TINY_CONFIG = {"lung": {"in_channels": 2, "channels": [4, 8]},
 
 @pytest.fixture(scope="module")
 def case():
-    return make_cascade_case(21, SPEC, TINY)
+    return make_training_case(21, SPEC, TINY)
 
 
 def test_lung_labels_absorb_nodules_on_their_own_side(case):
@@ -43,7 +34,7 @@ def test_lung_labels_absorb_nodules_on_their_own_side(case):
         assert len(sides) == 1 and sides[0] == (RIGHT_LUNG if x > mid else LEFT_LUNG)
     dense = case.dense_points
     assert len(dense) and (case.labels[tuple(dense.T)] > 0).all() and not case.nodule[tuple(dense.T)].any()
-    assert (case.image[tuple(dense.T)].astype(np.float32) > DENSE_LUNG).all()
+    assert (case.image[tuple(dense.T)].astype(np.float32) * 1500 - 1000 > DENSE_HU - 0.5).all()
 
 
 def test_nodule_patches_are_deterministic_and_aligned(case):
@@ -83,45 +74,6 @@ def test_composite_logits_gate_the_nodule_by_the_lung():
     labels = out.argmax(1)
     is_lung = lung.argmax(1) > 0
     assert torch.equal(labels == NODULE, is_lung & (nod[:, 0] > 0))
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    adapter = {"spacing_mm": 4.0, "window": [-1000.0, 500.0], "midline_channel": True, "patch": [32, 32, 32],
-               "overlap": 0.25, "labels": {"1": "right lung", "2": "left lung", "3": "lung nodule"},
-               "anomaly_label": 3}
-    cfg = CascadeConfig(out=tmp_path_factory.mktemp("cascade") / "m.safetensors", steps=3, initial_cases=1,
-                        threads=1, lung_config=TINY_CONFIG["lung"], nodule_config=TINY_CONFIG["nodule"],
-                        adapter=adapter, nodule_patch=(16, 16, 16), phantom_overrides=TINY)
-    return train_cascade(cfg, log=lambda _m: None)
-
-
-def test_cascade_training_writes_a_loadable_two_network_file(tiny_weights):
-    w = load_weights(tiny_weights)
-    assert w.architecture == "medcert.lungnodule/1" and w.config == TINY_CONFIG
-    info = w.metrics["training"]
-    assert info["step_pairs"] == 3 and info["precision"] == "bf16" and set(info["final_loss_mean100"]) == {
-        "lung", "nodule"}
-    # Batch-norm running statistics were learnt and kept (counters stay integers).
-    assert w.state_dict["nodule.encoders.0.1.num_batches_tracked"].dtype == torch.int64
-    assert int(w.state_dict["nodule.encoders.0.1.num_batches_tracked"]) == 3
-    assert not torch.equal(w.state_dict["nodule.encoders.0.1.running_mean"], torch.zeros(4))
-    net = build_network(w)
-    assert not net.training
-
-
-def test_operating_point_shifts_only_the_nodule_head(tiny_weights, tmp_path):
-    out = apply_offset(tiny_weights, tmp_path / "cal.safetensors", -1.5, {"nodule_logit_offset": -1.5})
-    a, b = load_weights(tiny_weights), load_weights(out)
-    for k, v in a.state_dict.items():
-        if k == NODULE_BIAS:
-            assert torch.allclose(b.state_dict[k], v - 1.5)
-        else:
-            assert torch.equal(b.state_dict[k], v), k
-    x = torch.rand(1, 2, 32, 32, 32)
-    with torch.no_grad():
-        la, lb = build_network(a)(x), build_network(b)(x)
-    assert torch.allclose(lb[:, :3], la[:, :3]) and torch.allclose(lb[:, 3], la[:, 3] - 1.5, atol=1e-5)
 
 
 def test_bf16_training_step_keeps_float32_weights():

@@ -8,7 +8,7 @@ from medcert.models import build_model
 from medcert.training.dataset import PatchSampler, extract, make_case
 from medcert.training.loss import dice_ce_loss
 from medcert.training.operating_point import choose
-from medcert.training.train import TrainConfig, train, train_step
+from medcert.training.train import TrainConfig, train
 
 TINY = {"spacing_xy": 3.5, "thickness": 6.0, "n_nodules": 3, "nodule_diameters": [12.0, 16.0, 20.0]}
 SPEC = PreprocessSpec(spacing_mm=6.0)
@@ -39,25 +39,32 @@ def test_patch_sampling_is_deterministic_and_padded(case):
     assert x.shape == (2, 128, 128, 128) and y.shape == (128, 128, 128)
 
 
-def test_few_steps_reduce_loss(case):
+def test_few_steps_reduce_lung_loss(case):
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    model = build_model("medcert.unet3d/1", {"in_channels": 2, "n_classes": 4, "channels": [4, 8]})
+    model = build_model("medcert.unet3d/1", {"in_channels": 2, "n_classes": 3, "channels": [4, 8]})
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     s = PatchSampler((24, 24, 24), p_nodule=0.0, p_lung=1.0)
     x, y = s.draw([case], np.random.default_rng(3), augment=False)
-    assert len(np.unique(y)) >= 2
+    xt, yt = torch.from_numpy(x[None]), torch.from_numpy(np.where(y == 3, 1, y)[None])
+    assert len(np.unique(yt)) >= 2
     model.eval()
     with torch.no_grad():
-        before = float(dice_ce_loss(model(torch.from_numpy(x[None])), torch.from_numpy(y[None])))
+        before = float(dice_ce_loss(model(xt), yt))
+    model.train()
     for _ in range(15):
-        train_step(model, opt, x, y, "cpu")
+        loss = dice_ce_loss(model(xt), yt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     model.eval()
     with torch.no_grad():
-        after = float(dice_ce_loss(model(torch.from_numpy(x[None])), torch.from_numpy(y[None])))
+        after = float(dice_ce_loss(model(xt), yt))
     assert after < 0.85 * before
 
 
+TINY_CONFIG = {"lung": {"in_channels": 2, "channels": [4, 8]},
+               "nodule": {"in_channels": 1, "channels": [4, 8], "norm": "batch"}}
 TINY_ADAPTER = {"spacing_mm": 6.0, "window": [-1000.0, 500.0], "midline_channel": True, "patch": [32, 32, 32],
                 "overlap": 0.25, "labels": {"1": "right lung", "2": "left lung", "3": "lung nodule"},
                 "anomaly_label": 3}
@@ -66,19 +73,29 @@ TINY_ADAPTER = {"spacing_mm": 6.0, "window": [-1000.0, 500.0], "midline_channel"
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
     cfg = TrainConfig(out=tmp_path_factory.mktemp("train") / "m.safetensors", steps=3, initial_cases=1, threads=1,
-                      model_config={"in_channels": 2, "n_classes": 4, "channels": [4, 8]}, adapter=TINY_ADAPTER,
-                      patch_schedule=((1.0, (32, 32, 32)),), phantom_overrides=TINY)
+                      model_config=TINY_CONFIG, adapter=TINY_ADAPTER, nodule_patch=(16, 16, 16),
+                      phantom_overrides=TINY)
     return train(cfg, log=lambda _m: None)
 
 
-def test_train_writes_loadable_weights(tiny_weights):
+def test_train_writes_loadable_two_network_weights(tiny_weights):
     from medcert.weights import build_network, load_weights
 
-    adapter = TINY_ADAPTER
     w = load_weights(tiny_weights)
-    assert w.architecture == "medcert.unet3d/1" and w.adapter == adapter
-    assert w.metrics["training"]["steps"] == 3 and "no patient data" in w.training_data
-    build_network(w)
+    assert w.architecture == "medcert.lungnodule/1" and w.config == TINY_CONFIG and w.adapter == TINY_ADAPTER
+    info = w.metrics["training"]
+    assert info["step_pairs"] == 3 and info["precision"] == "bf16" and set(info["final_loss_mean100"]) == {
+        "lung", "nodule"}
+    assert "no patient data" in w.training_data
+    # Batch-norm running statistics were learnt and kept (their counters stay integers).
+    counter = w.state_dict["nodule.encoders.0.1.num_batches_tracked"]
+    assert counter.dtype == torch.int64 and int(counter) == 3
+    assert not torch.equal(w.state_dict["nodule.encoders.0.1.running_mean"], torch.zeros(4))
+    # Stored as float16 (the file stays under 10 MB); the rebuilt network computes in float32.
+    assert w.state_dict["lung.head.weight"].dtype == torch.float16 and info["storage"] == "float16"
+    net = build_network(w)
+    assert not net.training and all(p.dtype == torch.float32 for p in net.parameters())
+    assert torch.equal(net.lung.head.weight, w.state_dict["lung.head.weight"].float())
 
 
 def test_cli_refuses_to_overwrite(tmp_path, capsys):
@@ -93,16 +110,20 @@ def test_cli_refuses_to_overwrite(tmp_path, capsys):
 
 def test_operating_point_shifts_only_the_nodule_logit(tiny_weights, case, tmp_path):
     from medcert.inference.engine import sliding_window_logits
+    from medcert.models.lung_nodule import NODULE_BIAS
     from medcert.training.operating_point import apply_offset, lung_safe, sweep
     from medcert.weights import build_network, load_weights
 
     out = apply_offset(tiny_weights, tmp_path / "cal.safetensors", -2.5, {"nodule_logit_offset": -2.5})
     before, after = load_weights(tiny_weights), load_weights(out)
     assert after.metrics["operating_point"]["nodule_logit_offset"] == -2.5 and after.digest != before.digest
+    for k, v in before.state_dict.items():  # only the nodule network's head bias moves
+        assert torch.equal(after.state_dict[k], v - 2.5 if k == NODULE_BIAS else v), k
     x = np.stack([case.image.astype(np.float32), np.broadcast_to(case.midline[:, None, None], case.image.shape)])
     la, lb = (sliding_window_logits(build_network(w).requires_grad_(False), x, (32, 32, 32), 0.25)
               for w in (before, after))
-    assert np.allclose(lb[3], la[3] - 2.5, atol=1e-5) and np.array_equal(la[:3], lb[:3])
+    # The bias is stored as float16: the shift is exact up to its rounding (2**-9 at |b| in 2..4).
+    assert np.allclose(lb[3], la[3] - 2.5, atol=2e-3) and np.array_equal(la[:3], lb[:3])
     # The sweep on a real case (every predicted nodule counts as a false positive here: no nodule list).
     others = la.copy()
     others[3] = -np.inf

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-ARCHITECTURE = "medcert.unet3d/1"
-MODEL_CONFIG: dict[str, Any] = {"in_channels": 2, "n_classes": 4, "channels": [8, 16, 32, 64, 128]}
-# Full-width tiles in x (512 mm at 2 mm): every tile sees both lungs and the mediastinum. The U-Net's
+# Two networks in one certified model (docs/demo-model.md): a lung network on full-width tiles and a
+# batch-normalised nodule network whose output does not depend on the tile it runs in.
+ARCHITECTURE = "medcert.lungnodule/1"
+MODEL_CONFIG: dict[str, Any] = {"lung": {"in_channels": 2, "channels": [8, 16, 32, 64, 128]},
+                                "nodule": {"in_channels": 1, "channels": [16, 32, 64, 128], "norm": "batch"}}
+# Full-width tiles in x (512 mm at 2 mm): every tile sees both lungs and the mediastinum. The lung network's
 # instance normalisation removes absolute intensity and midline offsets, so left/right must come from
 # context inside the tile (see docs/demo-model.md).
 PATCH = (256, 64, 32)
+NODULE_PATCH = (48, 48, 48)  # training cubes of the nodule network (96 mm)
 ADAPTER: dict[str, Any] = {
     "spacing_mm": 2.0, "window": [-1000.0, 500.0], "midline_channel": True, "patch": list(PATCH),
     "overlap": 0.25, "labels": {"1": "right lung", "2": "left lung", "3": "lung nodule"}, "anomaly_label": 3,
 }
 MODEL_NAME = "medcert-lung-demo"
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "2.0.0"
 INTENDED_USE = ("Demonstration of certified, replay-verifiable inference on synthetic chest CT phantoms. "
                 "Not a medical device; not for clinical use; never validated on patient data.")
 

@@ -1,16 +1,17 @@
-"""Training cases: phantom → the real ``preprocess_volume`` → canonical-grid labels; patch sampling."""
+"""Training cases: phantom → the real ``preprocess_volume`` → canonical-grid labels; patch sampling for the lung
+network (full-width tiles) and the nodule network (small cubes, hard negatives, flips)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from medcert.inference.preprocess import PreprocessSpec, labels_to_grid, preprocess_volume
-from medcert.phantom import NODULE, generate_chest_ct
+from medcert.phantom import LEFT_LUNG, NODULE, RIGHT_LUNG, generate_chest_ct
 
 
 @dataclass
@@ -106,3 +107,67 @@ class PatchSampler:
             if rng.uniform() < 0.3:
                 x[0] += rng.normal(0.0, rng.uniform(0.002, 0.01), size=x[0].shape).astype(np.float32)
         return x, y
+
+
+@dataclass
+class TrainingCase(Case):
+    """A case whose ``labels`` are lung sides (0/1/2, nodules merged into their lung), with the nodule mask and
+    dense lung voxels (vessels, airway walls, fissures: the nodule network's hard negatives)."""
+
+    nodule: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), dtype=bool))
+    dense_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int32))
+
+
+DENSE_HU = -600.0  # lung voxels above this are hard negatives for the nodule network
+
+
+def make_training_case(seed: int, spec: PreprocessSpec, overrides: dict[str, Any] | None = None) -> TrainingCase:
+    base = make_case(seed, spec, overrides)
+    lo, hi = spec.window
+    dense_level = (DENSE_HU - lo) / (hi - lo)
+    nodule = base.labels == NODULE
+    sides = base.labels.copy()
+    if nodule.any():  # each nodule voxel takes the side of the nearest lung voxel
+        _, idx = ndimage.distance_transform_edt(~np.isin(sides, (RIGHT_LUNG, LEFT_LUNG)), return_indices=True)
+        sides[nodule] = sides[idx[0][nodule], idx[1][nodule], idx[2][nodule]]
+    dense = np.argwhere((sides > 0) & ~nodule & (base.image.astype(np.float32) > dense_level)).astype(np.int32)
+    rng = np.random.default_rng([seed, 79])
+    if len(dense) > 20000:
+        dense = dense[np.sort(rng.choice(len(dense), 20000, replace=False))]
+    return TrainingCase(seed=base.seed, image=base.image, midline=base.midline, labels=sides,
+                        lung_points=base.lung_points, nodule_centers=base.nodule_centers, nodule=nodule,
+                        dense_points=dense)
+
+
+class NoduleSampler:
+    """Cubes for the nodule network: around a nodule, a lung voxel, a dense lung voxel, or anywhere (the rest);
+    intensity channel only, random flips along every axis."""
+
+    def __init__(self, patch: tuple[int, int, int], p_nodule: float = 0.45, p_lung: float = 0.2,
+                 p_dense: float = 0.25) -> None:
+        self.patch = patch
+        self.p = np.cumsum([p_nodule, p_lung, p_dense])
+
+    def center(self, case: TrainingCase, rng: np.random.Generator) -> np.ndarray:
+        u = rng.uniform()
+        jitter = np.array(self.patch) // 2 - 4
+        for bound, pts in zip(self.p, (case.nodule_centers, case.lung_points, case.dense_points), strict=True):
+            if u < bound and len(pts):
+                return pts[rng.integers(len(pts))] + rng.integers(-jitter, jitter + 1)
+        return rng.integers(0, np.array(case.labels.shape))
+
+    def draw(self, pool: list[TrainingCase], rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs ``[B, 1, *patch]`` and nodule masks ``[B, *patch]``, both float32."""
+        xs, ys = [], []
+        for _ in range(batch):
+            case = pool[rng.integers(len(pool))]
+            x, y = extract(replace(case, labels=case.nodule.view(np.uint8)), self.center(case, rng), self.patch)
+            x = x[:1] * rng.uniform(0.95, 1.05) + rng.uniform(-0.02, 0.02)
+            if rng.uniform() < 0.3:
+                x = x + rng.normal(0.0, rng.uniform(0.002, 0.01), size=x.shape)
+            for axis in range(3):
+                if rng.uniform() < 0.5:
+                    x, y = np.flip(x, axis + 1), np.flip(y, axis)
+            xs.append(np.ascontiguousarray(x, dtype=np.float32))
+            ys.append(np.ascontiguousarray(y, dtype=np.float32))
+        return np.stack(xs), np.stack(ys)

@@ -58,6 +58,18 @@ def _target_rows(s: dict[str, Any]) -> list[str]:
     return [f"| {name} | {'met' if ok(s) else '**not met**'} |" for name, ok in TARGETS]
 
 
+def _steps(tr: dict[str, Any]) -> str:
+    if "step_pairs" in tr:
+        return f"{tr['step_pairs']} steps of each network"
+    return f"{tr.get('steps', '?')} steps"
+
+
+def _loss(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in sorted(value.items()))
+    return str(value)
+
+
 def render(w: ModelWeights) -> str:
     """The model card text for ``w``."""
     m = w.metrics
@@ -88,9 +100,9 @@ def render(w: ModelWeights) -> str:
         w.training_data,
         "",
         "## Training",
-        f"- {tr.get('steps', '?')} steps on {tr.get('cases', '?')} phantoms, {tr.get('minutes', '?')} min, "
-        f"{tr.get('threads', '?')} CPU thread(s) on {tr.get('device', '?')}, run seed {tr.get('seed', '?')}; "
-        f"final loss (mean of last 100 steps) {tr.get('final_loss_mean100', '?')}.",
+        f"- {_steps(tr)} on {tr.get('cases', '?')} phantoms, {tr.get('minutes', '?')} min, "
+        f"{tr.get('threads', '?')} CPU thread(s) on {tr.get('device', '?')} ({tr.get('precision', 'fp32')}), run seed "
+        f"{tr.get('seed', '?')}; final loss (mean of last 100 steps) {_loss(tr.get('final_loss_mean100', '?'))}.",
         "- Reproduce the whole file (training, operating point, evaluation, this card):",
         "  `bash scripts/build-demo-model.sh` (docs/demo-model.md).",
         "",
@@ -100,7 +112,7 @@ def render(w: ModelWeights) -> str:
         at = op.get("at_offset", {})
         first, last = op.get("seeds", ["?", "?"])
         lines += ["## Operating point",
-                  f"- Nodule logit offset {op.get('nodule_logit_offset')} (added to `head.bias[3]`), rule "
+                  f"- Nodule logit offset {op.get('nodule_logit_offset')} (added to the nodule head's bias), rule "
                   f"`{json.dumps(op.get('rule', {}), sort_keys=True)}`, calibration seeds "
                   f"{first}..{last} on the canonical grid: "
                   f"sensitivity ≥ 6 mm {at.get('sensitivity_ge6mm')}, {at.get('fp_per_scan')} false positives per "

@@ -1,7 +1,20 @@
-"""Train the demo lung/nodule model on a growing pool of phantoms within a wall-clock budget."""
+"""Train the demo model (``medcert.lungnodule/1``): its lung and nodule networks, within a wall-clock budget.
+
+Both networks train in one process on one shared, growing pool of phantoms, one step of each in turn:
+
+- the **lung** network (3 classes; nodule voxels count as their lung) on full-width tiles of the inference
+  size, so its instance-normalisation statistics match inference;
+- the **nodule** network (batch-normalised, so at inference its output does not depend on the tile) on small
+  cubes around nodules, lung voxels, dense lung voxels (vessels: the hard negatives) and anywhere, with random
+  flips; weighted binary cross-entropy + soft Dice of the nodule mask.
+
+The forward passes run under bfloat16 autocast by default (master weights, losses and optimisers in float32);
+inference is always float32.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -23,32 +36,36 @@ from medcert.training.config import (
     MODEL_CONFIG,
     MODEL_NAME,
     MODEL_VERSION,
-    PATCH,
+    NODULE_PATCH,
     training_phantom_seed,
 )
-from medcert.training.dataset import Case, PatchSampler, make_case
-from medcert.training.loss import dice_ce_loss
+from medcert.training.dataset import NoduleSampler, PatchSampler, TrainingCase, make_training_case
+from medcert.training.loss import dice_ce_loss, nodule_loss
 from medcert.weights import save_weights
+
+PRECISIONS = ("fp32", "bf16")
+STORAGE = "float16"
 
 
 @dataclass
 class TrainConfig:
     out: Path
     seed: int = 0
-    minutes: float = 55.0
-    steps: int | None = None  # fixed step count: reproducible schedule independent of machine speed
-    threads: int = 1
+    minutes: float = 62.0
+    steps: int | None = None  # fixed number of step pairs (one lung + one nodule step): machine-independent
+    threads: int = 2
     device: str = "cpu"
+    precision: str = "bf16"
     lr: float = 2e-3
     lr_min: float = 2e-5
     warmup: int = 20
     initial_cases: int = 24
-    new_case_voxels: float = 8e6  # add a phantom to the pool after this many trained voxels
+    new_case_voxels: float = 32e6  # lung-patch voxels trained between two new phantoms
     pool_size: int = 120
-    # (end fraction of the run, patch [X, Y, Z]); by default the adapter's inference patch throughout, so
-    # instance-normalisation statistics match inference.
-    patch_schedule: tuple[tuple[float, tuple[int, int, int]], ...] = ((1.0, PATCH),)
-    model_config: dict[str, Any] = field(default_factory=lambda: dict(MODEL_CONFIG))
+    nodule_batch: int = 2
+    nodule_pos_weight: float = 10.0
+    nodule_patch: tuple[int, int, int] = NODULE_PATCH
+    model_config: dict[str, Any] = field(default_factory=lambda: {k: dict(v) for k, v in MODEL_CONFIG.items()})
     adapter: dict[str, Any] = field(default_factory=lambda: dict(ADAPTER))
     phantom_overrides: dict[str, Any] | None = None  # None: medcert.training.dataset.training_overrides
     checkpoint_minutes: float = 10.0
@@ -56,22 +73,95 @@ class TrainConfig:
     log_every: int = 25
 
 
-def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y: np.ndarray,
-               device: str) -> float:
-    model.train()
-    xt = torch.from_numpy(x[None]).to(device)
-    yt = torch.from_numpy(y[None]).to(device)
-    loss = dice_ce_loss(model(xt), yt)
+def _lr(cfg: TrainConfig, step: int, frac: float) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * min(1.0, frac)))
+
+
+def _autocast(cfg: TrainConfig) -> contextlib.AbstractContextManager[Any]:
+    if cfg.precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=cfg.device.split(":")[0], dtype=torch.bfloat16)
+
+
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> float:
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     return float(loss.detach())
 
 
-def _lr(cfg: TrainConfig, step: int, frac: float) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * min(1.0, frac)))
+def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
+    if cfg.precision not in PRECISIONS:
+        raise MedCertError(f"precision must be one of {', '.join(PRECISIONS)}")
+    torch.set_num_threads(max(1, int(cfg.threads)))
+    torch.manual_seed(cfg.seed)
+    spec = PreprocessSpec.from_json(cfg.adapter)
+    model = build_model(ARCHITECTURE, cfg.model_config).to(cfg.device)
+    opt_lung = torch.optim.AdamW(model.lung.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    opt_nod = torch.optim.AdamW(model.nodule.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    lung_sampler = PatchSampler(tuple(cfg.adapter["patch"]), p_nodule=0.2, p_lung=0.55)  # type: ignore[arg-type]
+    nod_sampler = NoduleSampler(tuple(cfg.nodule_patch))  # type: ignore[arg-type]
+    t0 = time.monotonic()
+    pool: list[TrainingCase] = []
+    n_cases = 0
+
+    def add_case() -> None:
+        nonlocal n_cases
+        seed = training_phantom_seed(cfg.seed, n_cases)
+        n_cases += 1
+        try:
+            pool.append(make_training_case(seed, spec, cfg.phantom_overrides))
+        except (ValueError, MedCertError) as exc:  # a degenerate phantom is skipped, deterministically
+            log(f"skipping phantom {seed}: {exc}")
+        if len(pool) > cfg.pool_size:
+            pool.pop(0)
+
+    for _ in range(cfg.initial_cases):
+        add_case()
+    log(f"pool of {len(pool)} cases ready after {time.monotonic() - t0:.0f} s")
+    step, since_case, last_ckpt = 0, 0.0, time.monotonic()
+    ema: dict[str, float] = {}
+    hist: dict[str, list[float]] = {"lung": [], "nodule": []}
+    model.train()
+    while True:
+        frac = step / cfg.steps if cfg.steps else (time.monotonic() - t0) / (cfg.minutes * 60.0)
+        if frac >= 1.0:
+            break
+        if since_case >= cfg.new_case_voxels:
+            add_case()
+            since_case = 0.0
+        lr = _lr(cfg, step, frac)
+        for opt in (opt_lung, opt_nod):
+            for g in opt.param_groups:
+                g["lr"] = lr
+        rng = np.random.default_rng([cfg.seed, step])
+        x, y = lung_sampler.draw(pool, rng)
+        since_case += y.size
+        xt, yt = torch.from_numpy(x[None]).to(cfg.device), torch.from_numpy(y[None]).to(cfg.device)
+        with _autocast(cfg):
+            out = model.lung(xt)
+        losses = {"lung": _step(opt_lung, dice_ce_loss(out.float(), yt))}
+        xn, yn = nod_sampler.draw(pool, rng, cfg.nodule_batch)
+        xt, yt2 = torch.from_numpy(xn).to(cfg.device), torch.from_numpy(yn[:, None]).to(cfg.device)
+        with _autocast(cfg):
+            out = model.nodule(xt)
+        losses["nodule"] = _step(opt_nod, nodule_loss(out.float(), yt2, cfg.nodule_pos_weight))
+        for k, v in losses.items():
+            hist[k].append(v)
+            ema[k] = v if k not in ema else 0.98 * ema[k] + 0.02 * v
+        step += 1
+        if step % cfg.log_every == 0:
+            log(f"step {step} t={(time.monotonic() - t0) / 60:.1f} min lr={lr:.2e} lung ema={ema['lung']:.4f} "
+                f"nodule ema={ema['nodule']:.4f} cases={n_cases}")
+        if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
+            _save(cfg, model, cfg.out.with_name(cfg.out.stem + ".checkpoint.safetensors"), step, n_cases, hist, t0,
+                  overwrite=True)
+            last_ckpt = time.monotonic()
+    path = _save(cfg, model, cfg.out, step, n_cases, hist, t0, overwrite=cfg.overwrite)
+    log(f"wrote {path} after {step} step pairs, {n_cases} phantoms, {(time.monotonic() - t0) / 60:.1f} min")
+    return path
 
 
 def metadata(cfg: TrainConfig, info: dict[str, Any]) -> dict[str, Any]:
@@ -86,71 +176,22 @@ def metadata(cfg: TrainConfig, info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
-    torch.set_num_threads(max(1, int(cfg.threads)))
-    torch.manual_seed(cfg.seed)
-    spec = PreprocessSpec.from_json(cfg.adapter)
-    model = build_model(ARCHITECTURE, cfg.model_config).to(cfg.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    samplers = [(end, PatchSampler(tuple(p))) for end, p in cfg.patch_schedule]  # type: ignore[arg-type]
-    t0 = time.monotonic()
-    budget = cfg.minutes * 60.0
-    pool: list[Case] = []
-    n_cases = 0
-
-    def add_case() -> None:
-        nonlocal n_cases
-        seed = training_phantom_seed(cfg.seed, n_cases)
-        n_cases += 1
-        try:
-            pool.append(make_case(seed, spec, cfg.phantom_overrides))
-        except (ValueError, MedCertError) as exc:  # a degenerate phantom is skipped, deterministically
-            log(f"skipping phantom {seed}: {exc}")
-        if len(pool) > cfg.pool_size:
-            pool.pop(0)
-
-    for _ in range(cfg.initial_cases):
-        add_case()
-    log(f"pool of {len(pool)} cases ready after {time.monotonic() - t0:.0f} s")
-    step, ema, last_ckpt, since_case = 0, None, time.monotonic(), 0.0
-    losses: list[float] = []
-    while True:
-        elapsed = time.monotonic() - t0
-        frac = step / cfg.steps if cfg.steps else elapsed / budget
-        if frac >= 1.0:
-            break
-        if since_case >= cfg.new_case_voxels:
-            add_case()
-            since_case = 0.0
-        for g in opt.param_groups:
-            g["lr"] = _lr(cfg, step, frac)
-        sampler = next(s for end, s in samplers if frac < end or end >= 1.0)
-        x, y = sampler.draw(pool, np.random.default_rng([cfg.seed, step]))
-        since_case += y.size
-        loss = train_step(model, opt, x, y, cfg.device)
-        losses.append(loss)
-        ema = loss if ema is None else 0.98 * ema + 0.02 * loss
-        step += 1
-        if step % cfg.log_every == 0:
-            log(f"step {step} t={elapsed / 60:.1f} min patch={list(y.shape)} lr={opt.param_groups[0]['lr']:.2e} "
-                f"loss={loss:.4f} ema={ema:.4f} cases={n_cases}")
-        if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
-            _save(cfg, model, cfg.out.with_name(cfg.out.stem + ".checkpoint.safetensors"), step, n_cases, losses,
-                  t0, overwrite=True)
-            last_ckpt = time.monotonic()
-    path = _save(cfg, model, cfg.out, step, n_cases, losses, t0, overwrite=cfg.overwrite)
-    log(f"wrote {path} after {step} steps, {n_cases} phantoms, {(time.monotonic() - t0) / 60:.1f} min")
-    return path
+def _save(cfg: TrainConfig, model: torch.nn.Module, path: Path, step: int, n_cases: int,
+          hist: dict[str, list[float]], t0: float, overwrite: bool) -> Path:
+    info = {"step_pairs": step, "cases": n_cases, "minutes": round((time.monotonic() - t0) / 60, 2),
+            "seed": cfg.seed, "threads": cfg.threads, "device": cfg.device, "precision": cfg.precision,
+            "nodule_patch": list(cfg.nodule_patch), "nodule_batch": cfg.nodule_batch,
+            "nodule_pos_weight": cfg.nodule_pos_weight,
+            "final_loss_mean100": {k: round(float(np.mean(v[-100:] or [float("nan")])), 4) for k, v in hist.items()}}
+    info["storage"] = STORAGE
+    return save_weights(path, storage_state(model.state_dict()), metadata(cfg, info), overwrite=overwrite)
 
 
-def _save(cfg: TrainConfig, model: torch.nn.Module, path: Path, step: int, n_cases: int, losses: list[float],
-          t0: float, overwrite: bool) -> Path:
-    tail = losses[-100:] or [float("nan")]
-    info = {"steps": step, "cases": n_cases, "minutes": round((time.monotonic() - t0) / 60, 2),
-            "final_loss_mean100": round(float(np.mean(tail)), 4), "seed": cfg.seed, "threads": cfg.threads,
-            "device": cfg.device, "patch_schedule": [[e, list(p)] for e, p in cfg.patch_schedule]}
-    state = {k: v.detach().to("cpu").float() for k, v in model.state_dict().items()}
-    return save_weights(path, state, metadata(cfg, info), overwrite=overwrite)
+def storage_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Floating-point tensors as float16 (half the file; both networks in float32 would exceed 10 MB), integer
+    ones (batch-norm counters) unchanged. The network computes in float32: loading casts the stored values."""
+    return {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().to("cpu"))
+            for k, v in state.items()}
 
 
 def update_metrics(path: Path, metrics: dict[str, Any]) -> Path:
