@@ -92,3 +92,28 @@ def test_bf16_training_step_keeps_float32_weights():
         opt.step()
     assert float(loss.detach()) < 0.8 * float(first.detach())
     assert all(p.dtype == torch.float32 for p in net.parameters())
+
+
+def test_small_nodules_weigh_more(case):
+    w = case.nodule_weight
+    assert w.shape == case.nodule.shape and np.array_equal(w > 0, case.nodule)
+    from scipy import ndimage
+
+    comp, n = ndimage.label(case.nodule)
+    sizes = np.bincount(comp.reshape(-1))[1:]
+    weights = [int(w[comp == c].max()) for c in range(1, n + 1)]
+    assert all(len(np.unique(w[comp == c])) == 1 for c in range(1, n + 1))  # one weight per component
+    order = np.argsort(sizes)
+    assert weights[order[0]] >= weights[order[-1]] >= 1 and max(weights) <= 8
+    assert weights[order[0]] == int(np.rint(np.clip(np.sqrt(500.0 / sizes[order[0]]), 1, 8)))
+
+
+def test_voxel_weights_scale_the_nodule_cross_entropy():
+    logit = torch.zeros(1, 1, 4, 4, 4)
+    target = torch.zeros(1, 1, 4, 4, 4)
+    target[0, 0, 0, 0, 0] = 1.0
+    w = torch.ones_like(target)
+    w[0, 0, 0, 0, 0] = 3.0
+    plain, weighted = nodule_loss(logit, target, 1.0), nodule_loss(logit, target, 1.0, w)
+    # Only the one positive voxel's BCE term (log 2 / 64 each) is tripled; the Dice term is unchanged.
+    assert float(weighted - plain) == pytest.approx(2 * np.log(2) / 64, rel=1e-5)

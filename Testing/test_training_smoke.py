@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from medcert.errors import MedCertError
 from medcert.inference.preprocess import PreprocessSpec
 from medcert.models import build_model
 from medcert.training.dataset import PatchSampler, extract, make_case
@@ -147,3 +148,26 @@ def test_operating_point_rule_reproduces_the_shipped_choice():
     rule = op["rule"]
     assert choose(op["sweep"], rule["max_fp_per_scan"], rule["min_sensitivity_ge6mm"])["offset"] == \
         op["nodule_logit_offset"]
+
+
+def test_nodule_stage_starts_from_a_trained_file_and_leaves_the_lungs_alone(tiny_weights, tmp_path):
+    from medcert.weights import load_weights
+
+    cfg = TrainConfig(out=tmp_path / "stage2.safetensors", seed=1, steps=2, initial_cases=1, threads=1,
+                      model_config=TINY_CONFIG, adapter=TINY_ADAPTER, nodule_patch=(16, 16, 16),
+                      phantom_overrides=TINY, init=tiny_weights, nodule_only=True, size_weighting=True, lr=5e-4)
+    first, second = load_weights(tiny_weights), load_weights(train(cfg, log=lambda _m: None))
+    for k, v in first.state_dict.items():
+        if k.startswith("lung."):
+            assert torch.equal(second.state_dict[k], v), k
+    assert not torch.equal(second.state_dict["nodule.head.weight"], first.state_dict["nodule.head.weight"])
+    info = second.metrics["training"]
+    assert info["steps"] == 2 and info["nodule_only"] and info["size_weighting"]
+    assert info["init"]["file_sha256"] == first.digest_hex and info["init"]["training"]["step_pairs"] == 3
+    assert set(info["final_loss_mean100"]) == {"nodule"}
+    other = {**TINY_CONFIG, "nodule": {**TINY_CONFIG["nodule"], "channels": [4, 4]}}
+    with pytest.raises(MedCertError, match="differ"):
+        train(TrainConfig(out=tmp_path / "x.safetensors", steps=1, initial_cases=1, threads=1, model_config=other,
+                          adapter=TINY_ADAPTER, phantom_overrides=TINY, init=tiny_weights, nodule_only=True),
+              log=lambda _m: None)
+    assert not (tmp_path / "x.safetensors").exists()

@@ -20,6 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
                    help="forward passes under bfloat16 autocast (default; fast on CPUs with AVX512-BF16/AMX) or fp32")
+    p.add_argument("--init", help="second stage: start from this trained file (same architecture and config)")
+    p.add_argument("--nodule-only", action="store_true", help="train only the nodule network (with --init)")
+    p.add_argument("--size-weighting", action="store_true",
+                   help="weight each nodule voxel by its nodule's size weight, so small nodules count as much")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
 
@@ -45,8 +50,16 @@ def run(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise MedCertError("--device cuda requested but CUDA is not available")
+    if args.nodule_only and not args.init:
+        raise MedCertError("--nodule-only needs --init (the trained file whose nodule network continues)")
+    if args.init and not Path(args.init).is_file():
+        raise MedCertError(f"--init file not found: {args.init}")
+    if not 0 < args.lr < 1:
+        raise MedCertError("--lr must be in (0, 1)")
     cfg = TrainConfig(out=out, seed=args.seed, minutes=args.minutes, steps=args.steps, threads=args.threads,
-                      device=args.device, precision=args.precision, overwrite=args.overwrite)
+                      device=args.device, precision=args.precision, overwrite=args.overwrite,
+                      init=Path(args.init) if args.init else None, nodule_only=args.nodule_only,
+                      size_weighting=args.size_weighting, lr=args.lr, lr_min=min(2e-5, args.lr / 50))
     train(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(out)
     return 0

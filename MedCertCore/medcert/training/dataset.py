@@ -116,9 +116,13 @@ class TrainingCase(Case):
 
     nodule: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), dtype=bool))
     dense_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int32))
+    # uint8: 0 outside nodules; inside, round(clip(sqrt(SMALL_NODULE_REF / component voxels), 1, 8)), so that a
+    # small nodule's voxels can weigh as much in the loss as a large nodule's (see TrainConfig.size_weighting).
+    nodule_weight: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), dtype=np.uint8))
 
 
 DENSE_HU = -600.0  # lung voxels above this are hard negatives for the nodule network
+SMALL_NODULE_REF = 500.0  # voxels (a 20 mm nodule at 2 mm): components this large or larger weigh 1
 
 
 def make_training_case(seed: int, spec: PreprocessSpec, overrides: dict[str, Any] | None = None) -> TrainingCase:
@@ -134,9 +138,13 @@ def make_training_case(seed: int, spec: PreprocessSpec, overrides: dict[str, Any
     rng = np.random.default_rng([seed, 79])
     if len(dense) > 20000:
         dense = dense[np.sort(rng.choice(len(dense), 20000, replace=False))]
+    comp, n = ndimage.label(nodule)
+    sizes = np.bincount(comp.reshape(-1), minlength=n + 1).astype(np.float64)
+    per_comp = np.rint(np.clip(np.sqrt(SMALL_NODULE_REF / np.maximum(sizes, 1.0)), 1.0, 8.0)).astype(np.uint8)
+    per_comp[0] = 0
     return TrainingCase(seed=base.seed, image=base.image, midline=base.midline, labels=sides,
                         lung_points=base.lung_points, nodule_centers=base.nodule_centers, nodule=nodule,
-                        dense_points=dense)
+                        dense_points=dense, nodule_weight=per_comp[comp])
 
 
 class NoduleSampler:
@@ -157,11 +165,11 @@ class NoduleSampler:
         return rng.integers(0, np.array(case.labels.shape))
 
     def draw(self, pool: list[TrainingCase], rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs ``[B, 1, *patch]`` and nodule masks ``[B, *patch]``, both float32."""
+        """Inputs ``[B, 1, *patch]`` and nodule size weights ``[B, *patch]`` (0 outside nodules), both float32."""
         xs, ys = [], []
         for _ in range(batch):
             case = pool[rng.integers(len(pool))]
-            x, y = extract(replace(case, labels=case.nodule.view(np.uint8)), self.center(case, rng), self.patch)
+            x, y = extract(replace(case, labels=case.nodule_weight), self.center(case, rng), self.patch)
             x = x[:1] * rng.uniform(0.95, 1.05) + rng.uniform(-0.02, 0.02)
             if rng.uniform() < 0.3:
                 x = x + rng.normal(0.0, rng.uniform(0.002, 0.01), size=x.shape)

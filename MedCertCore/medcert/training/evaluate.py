@@ -9,6 +9,7 @@ random array orientation, 20 % oblique) and is segmented with ``medcert.inferenc
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -20,6 +21,7 @@ import numpy as np
 from medcert.phantom import generate_chest_ct
 from medcert.training.config import HELD_OUT_SEED_START
 from medcert.training.metrics import lung_scores, nodule_scores
+from medcert.training.parallel import map_seeds
 
 SENS_MIN_DIAMETER = 6.0
 FP_MIN_DIAMETER = 3.0
@@ -78,12 +80,20 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _evaluate_path(seed: int, weights_path: str, threads: int | None) -> dict[str, Any]:
+    from medcert.weights import load_weights
+
+    return evaluate_seed(seed, load_weights(weights_path), threads=threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m medcert.training.evaluate", description=__doc__.splitlines()[0])
     ap.add_argument("--weights", required=True)
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--seed-start", type=int, default=HELD_OUT_SEED_START)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="worker processes, one scan each at a time (default 1); with --jobs, --threads is per worker")
     ap.add_argument("--json", help="write per-scan results and the summary here")
     ap.add_argument("--update-weights-metrics", action="store_true",
                     help="store the summary in the weights file's medcert.metrics (changes its digest)")
@@ -92,13 +102,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.seed_start < HELD_OUT_SEED_START:
         print(f"warning: seeds below {HELD_OUT_SEED_START} may overlap training phantoms", file=sys.stderr)
-    weights = load_weights(args.weights)
+    load_weights(args.weights)  # refuse a bad file before any work
+    seeds = range(args.seed_start, args.seed_start + args.n)
+    threads = args.threads or (1 if args.jobs > 1 else None)
     results = []
-    for seed in range(args.seed_start, args.seed_start + args.n):
-        r = evaluate_seed(seed, weights, threads=args.threads)
+    for r in map_seeds(functools.partial(_evaluate_path, weights_path=args.weights, threads=threads), seeds,
+                       args.jobs):
         results.append(r)
         det = "".join("+" if n["detected"] else "-" for n in r["nodules"])
-        print(f"seed {seed} {r['shape']} dice R {r['dice_right']:.4f} L {r['dice_left']:.4f} swap {r['lr_swap']} "
+        print(f"seed {r['seed']} {r['shape']} dice R {r['dice_right']:.4f} L {r['dice_left']:.4f} swap {r['lr_swap']} "
               f"nodules [{det}] {[n['diameter_mm'] for n in r['nodules']]} fp {r['fp']} ({r['fp_diameters_mm']}) "
               f"inf {r['inference_s']:.1f}s", flush=True)
         if args.json:

@@ -58,10 +58,33 @@ def _target_rows(s: dict[str, Any]) -> list[str]:
     return [f"| {name} | {'met' if ok(s) else '**not met**'} |" for name, ok in TARGETS]
 
 
-def _steps(tr: dict[str, Any]) -> str:
+def _stage(tr: dict[str, Any]) -> str:
     if "step_pairs" in tr:
-        return f"{tr['step_pairs']} steps of each network"
-    return f"{tr.get('steps', '?')} steps"
+        what = f"{tr['step_pairs']} steps of each network"
+    elif tr.get("nodule_only"):
+        what = f"{tr.get('steps', '?')} steps of the nodule network alone" + (
+            " (nodule voxels weighted by nodule size)" if tr.get("size_weighting") else "")
+    else:
+        what = f"{tr.get('steps', '?')} steps"
+    return (f"{what} on {tr.get('cases', '?')} phantoms, {tr.get('minutes', '?')} min, "
+            f"{tr.get('threads', '?')} CPU thread(s) on {tr.get('device', '?')} ({tr.get('precision', 'fp32')}), "
+            f"run seed {tr.get('seed', '?')}; final loss (mean of last 100 steps) "
+            f"{_loss(tr.get('final_loss_mean100', '?'))}")
+
+
+def _training_lines(tr: dict[str, Any]) -> list[str]:
+    """One line per training stage, first stage first (a stage started from a file records it as ``init``)."""
+    stages = [tr]
+    while isinstance(stages[-1].get("init"), dict) and stages[-1]["init"].get("training"):
+        stages.append(stages[-1]["init"]["training"])
+    if len(stages) == 1:
+        return [f"- {_stage(tr)}."]
+    lines = []
+    for n, st in enumerate(reversed(stages), start=1):
+        src = st.get("init", {}).get("file_sha256")
+        lines.append(f"- Stage {n}: {_stage(st)}" + (f"; started from stage {n - 1}'s file `{src[:16]}…`."
+                                                         if src else "."))
+    return lines
 
 
 def _loss(value: Any) -> str:
@@ -100,9 +123,7 @@ def render(w: ModelWeights) -> str:
         w.training_data,
         "",
         "## Training",
-        f"- {_steps(tr)} on {tr.get('cases', '?')} phantoms, {tr.get('minutes', '?')} min, "
-        f"{tr.get('threads', '?')} CPU thread(s) on {tr.get('device', '?')} ({tr.get('precision', 'fp32')}), run seed "
-        f"{tr.get('seed', '?')}; final loss (mean of last 100 steps) {_loss(tr.get('final_loss_mean100', '?'))}.",
+        *_training_lines(tr),
         "- Reproduce the whole file (training, operating point, evaluation, this card):",
         "  `bash scripts/build-demo-model.sh` (docs/demo-model.md).",
         "",

@@ -16,6 +16,7 @@ stays at or below ``--max-fp`` per scan, or the one with the fewest false positi
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import torch
 from medcert.training.config import CALIBRATION_SEED_START
 from medcert.training.evaluate import FP_MIN_DIAMETER, SENS_MIN_DIAMETER
 from medcert.training.metrics import lung_scores, nodule_scores
+from medcert.training.parallel import map_seeds, set_threads
 
 OFFSETS = tuple(round(4.0 - 0.5 * i, 2) for i in range(0, 33))  # +4 .. -12 logits
 
@@ -47,6 +49,16 @@ def _case(seed: int, adapter: Any, network: torch.nn.Module, anomaly: int) -> Ca
     others[anomaly] = -np.inf
     return (logits[anomaly].copy(), others.max(axis=0), others.argmax(axis=0).astype(np.uint8),
             labels_to_grid(ph.labels, ph.volume.ijk_to_ras, prep), np.asarray(prep.grid_to_ras), ph.nodules)
+
+
+def _case_path(seed: int, weights_path: str, threads: int | None) -> Case:
+    from medcert.inference import WeightsAdapter
+    from medcert.weights import load_weights
+
+    set_threads(threads)
+    w = load_weights(weights_path)
+    adapter = WeightsAdapter.from_weights(w)
+    return _case(seed, adapter, adapter.network().requires_grad_(False), int(w.adapter["anomaly_label"]))
 
 
 def sweep(cases: list[Case], anomaly: int, offsets: tuple[float, ...] = OFFSETS) -> list[dict[str, Any]]:
@@ -129,22 +141,20 @@ def main(argv: list[str] | None = None) -> int:
     rule.add_argument("--max-fp", type=float, help="false-positive components per scan (any size) to stay under")
     rule.add_argument("--min-sensitivity", type=float, help="sensitivity for nodules >= 6 mm to keep")
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes (default 1); --threads is per worker")
     args = ap.parse_args(argv)
-    from medcert.inference import WeightsAdapter
     from medcert.weights import load_weights
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
     w = load_weights(args.weights)
     if "operating_point" in w.metrics:
         raise SystemExit(f"{args.weights} already has an operating point; start from the trained file")
     anomaly = int(w.adapter["anomaly_label"])
-    adapter = WeightsAdapter.from_weights(w)
-    network = adapter.network().requires_grad_(False)
+    seeds = range(CALIBRATION_SEED_START, CALIBRATION_SEED_START + args.n)
+    threads = args.threads or (1 if args.jobs > 1 else None)
     cases = []
-    for seed in range(CALIBRATION_SEED_START, CALIBRATION_SEED_START + args.n):
-        cases.append(_case(seed, adapter, network, anomaly))
-        print(f"calibration phantom {seed}: grid {cases[-1][3].shape}", flush=True)
+    for seed, case in zip(seeds, map_seeds(functools.partial(_case_path, weights_path=args.weights,
+                                                             threads=threads), seeds, args.jobs), strict=True):
+        cases.append(case)
+        print(f"calibration phantom {seed}: grid {case[3].shape}", flush=True)
     rows = sweep(cases, anomaly)
     for r in rows:
         print(json.dumps(r), flush=True)

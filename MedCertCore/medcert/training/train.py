@@ -68,6 +68,11 @@ class TrainConfig:
     model_config: dict[str, Any] = field(default_factory=lambda: {k: dict(v) for k, v in MODEL_CONFIG.items()})
     adapter: dict[str, Any] = field(default_factory=lambda: dict(ADAPTER))
     phantom_overrides: dict[str, Any] | None = None  # None: medcert.training.dataset.training_overrides
+    # Second stage: start from a trained file (same architecture and config) and train only the nodule network,
+    # each nodule voxel weighted by its component's size weight (small nodules count as much as large ones).
+    init: Path | None = None
+    nodule_only: bool = False
+    size_weighting: bool = False
     checkpoint_minutes: float = 10.0
     overwrite: bool = False
     log_every: int = 25
@@ -98,7 +103,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     torch.set_num_threads(max(1, int(cfg.threads)))
     torch.manual_seed(cfg.seed)
     spec = PreprocessSpec.from_json(cfg.adapter)
-    model = build_model(ARCHITECTURE, cfg.model_config).to(cfg.device)
+    model = build_model(ARCHITECTURE, cfg.model_config)
+    init_info = _load_init(cfg, model) if cfg.init is not None else None
+    model = model.to(cfg.device)
     opt_lung = torch.optim.AdamW(model.lung.parameters(), lr=cfg.lr, weight_decay=1e-4)
     opt_nod = torch.optim.AdamW(model.nodule.parameters(), lr=cfg.lr, weight_decay=1e-4)
     lung_sampler = PatchSampler(tuple(cfg.adapter["patch"]), p_nodule=0.2, p_lung=0.55)  # type: ignore[arg-type]
@@ -137,30 +144,37 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
             for g in opt.param_groups:
                 g["lr"] = lr
         rng = np.random.default_rng([cfg.seed, step])
-        x, y = lung_sampler.draw(pool, rng)
-        since_case += y.size
-        xt, yt = torch.from_numpy(x[None]).to(cfg.device), torch.from_numpy(y[None]).to(cfg.device)
-        with _autocast(cfg):
-            out = model.lung(xt)
-        losses = {"lung": _step(opt_lung, dice_ce_loss(out.float(), yt))}
+        losses = {}
+        if not cfg.nodule_only:
+            x, y = lung_sampler.draw(pool, rng)
+            since_case += y.size
+            xt, yt = torch.from_numpy(x[None]).to(cfg.device), torch.from_numpy(y[None]).to(cfg.device)
+            with _autocast(cfg):
+                out = model.lung(xt)
+            losses["lung"] = _step(opt_lung, dice_ce_loss(out.float(), yt))
         xn, yn = nod_sampler.draw(pool, rng, cfg.nodule_batch)
-        xt, yt2 = torch.from_numpy(xn).to(cfg.device), torch.from_numpy(yn[:, None]).to(cfg.device)
+        if cfg.nodule_only:
+            since_case += yn.size
+        sizes = torch.from_numpy(yn[:, None]).to(cfg.device)
+        target = (sizes > 0).float()
+        weight = torch.where(sizes > 0, sizes, torch.ones_like(sizes)) if cfg.size_weighting else None
         with _autocast(cfg):
-            out = model.nodule(xt)
-        losses["nodule"] = _step(opt_nod, nodule_loss(out.float(), yt2, cfg.nodule_pos_weight))
+            out = model.nodule(torch.from_numpy(xn).to(cfg.device))
+        losses["nodule"] = _step(opt_nod, nodule_loss(out.float(), target, cfg.nodule_pos_weight, weight))
         for k, v in losses.items():
             hist[k].append(v)
             ema[k] = v if k not in ema else 0.98 * ema[k] + 0.02 * v
         step += 1
         if step % cfg.log_every == 0:
-            log(f"step {step} t={(time.monotonic() - t0) / 60:.1f} min lr={lr:.2e} lung ema={ema['lung']:.4f} "
-                f"nodule ema={ema['nodule']:.4f} cases={n_cases}")
+            losses_text = " ".join(f"{k} ema={v:.4f}" for k, v in ema.items())
+            log(f"step {step} t={(time.monotonic() - t0) / 60:.1f} min lr={lr:.2e} {losses_text} cases={n_cases}")
         if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
             _save(cfg, model, cfg.out.with_name(cfg.out.stem + ".checkpoint.safetensors"), step, n_cases, hist, t0,
-                  overwrite=True)
+                  overwrite=True, init=init_info)
             last_ckpt = time.monotonic()
-    path = _save(cfg, model, cfg.out, step, n_cases, hist, t0, overwrite=cfg.overwrite)
-    log(f"wrote {path} after {step} step pairs, {n_cases} phantoms, {(time.monotonic() - t0) / 60:.1f} min")
+    path = _save(cfg, model, cfg.out, step, n_cases, hist, t0, overwrite=cfg.overwrite, init=init_info)
+    unit = "nodule steps" if cfg.nodule_only else "step pairs"
+    log(f"wrote {path} after {step} {unit}, {n_cases} phantoms, {(time.monotonic() - t0) / 60:.1f} min")
     return path
 
 
@@ -176,13 +190,29 @@ def metadata(cfg: TrainConfig, info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _load_init(cfg: TrainConfig, model: torch.nn.Module) -> dict[str, Any]:
+    """Load ``cfg.init`` into ``model``; returns its digest and training record for the new file's metadata."""
+    from medcert.weights import build_network, load_weights
+
+    w = load_weights(cfg.init)  # type: ignore[arg-type]
+    if w.architecture != ARCHITECTURE or w.config != cfg.model_config or w.adapter != cfg.adapter:
+        raise MedCertError(f"{cfg.init}: architecture, config or adapter differ from this training run")
+    model.load_state_dict(build_network(w).state_dict())
+    return {"file_sha256": w.digest_hex, "training": w.metrics.get("training", {})}
+
+
 def _save(cfg: TrainConfig, model: torch.nn.Module, path: Path, step: int, n_cases: int,
-          hist: dict[str, list[float]], t0: float, overwrite: bool) -> Path:
-    info = {"step_pairs": step, "cases": n_cases, "minutes": round((time.monotonic() - t0) / 60, 2),
-            "seed": cfg.seed, "threads": cfg.threads, "device": cfg.device, "precision": cfg.precision,
-            "nodule_patch": list(cfg.nodule_patch), "nodule_batch": cfg.nodule_batch,
-            "nodule_pos_weight": cfg.nodule_pos_weight,
-            "final_loss_mean100": {k: round(float(np.mean(v[-100:] or [float("nan")])), 4) for k, v in hist.items()}}
+          hist: dict[str, list[float]], t0: float, overwrite: bool, init: dict[str, Any] | None = None) -> Path:
+    info: dict[str, Any] = {
+        "steps" if cfg.nodule_only else "step_pairs": step, "cases": n_cases,
+        "minutes": round((time.monotonic() - t0) / 60, 2), "seed": cfg.seed, "threads": cfg.threads,
+        "device": cfg.device, "precision": cfg.precision, "nodule_patch": list(cfg.nodule_patch),
+        "nodule_batch": cfg.nodule_batch, "nodule_pos_weight": cfg.nodule_pos_weight,
+        "final_loss_mean100": {k: round(float(np.mean(v[-100:])), 4) for k, v in hist.items() if v}}
+    if cfg.nodule_only or cfg.size_weighting:
+        info.update(nodule_only=cfg.nodule_only, size_weighting=cfg.size_weighting, lr=cfg.lr)
+    if init is not None:
+        info["init"] = init
     info["storage"] = STORAGE
     return save_weights(path, storage_state(model.state_dict()), metadata(cfg, info), overwrite=overwrite)
 
