@@ -12,10 +12,11 @@ from medcert.calibration import LEGIT_VARIANTS
 from medcert.cli.cmd_demo import DEMO_PHANTOM, DEMO_SEED
 from medcert.findings import MAX_FINDINGS, findings_for_run
 from medcert.inference import WeightsAdapter, run_segmentation
+from medcert.models import known_architectures
 from medcert.phantom import LEFT_LUNG, NODULE, RIGHT_LUNG, generate_chest_ct
 from medcert.sidecar import read_sidecar
 from medcert.tolerance import DEFAULT_PROFILE
-from medcert.training.config import ARCHITECTURE, HELD_OUT_SEED_START, MODEL_NAME
+from medcert.training.config import ADAPTER, ARCHITECTURE, HELD_OUT_SEED_START, MODEL_CONFIG, MODEL_NAME
 from medcert.training.metrics import dice, nodule_scores
 from medcert.training.model_card import recorded_digest, render
 from medcert.weights import default_weights_path, load_weights
@@ -24,6 +25,9 @@ from scipy import ndimage
 MODELS = Path(__file__).resolve().parents[1] / "Resources" / "Models"
 WEIGHTS = MODELS / "medcert-lung-demo.safetensors"
 CARD = MODELS / "MODEL_CARD.md"
+# The current recipe's model (scripts/build-demo-model.sh), not yet the default: its 50-scan held-out evaluation
+# is still to be stored in it (docs/demo-model.md).
+CANDIDATE = MODELS / "candidates" / "medcert-lung-demo-2.0.0.safetensors"
 # A held-out phantom seed (never used in training), coarse enough for a test, one inserted 15 mm nodule.
 PHANTOM = {"spacing_xy": 2.5, "thickness": 5.0, "nodule_diameters": [15.0], "nodule_kinds": ["solid"],
            "oblique_deg": 0.0}
@@ -52,11 +56,27 @@ def test_shipped_file_loads_and_matches_model_card(weights):
     card = CARD.read_text(encoding="utf-8")
     assert recorded_digest(card) == hashlib.sha256(data).hexdigest() == weights.digest_hex
     assert card == render(weights)  # every figure in the card comes from the file's metadata
-    assert (weights.name, weights.architecture) == (MODEL_NAME, ARCHITECTURE)
+    assert weights.name == MODEL_NAME and weights.architecture in known_architectures()
     assert "not a medical device" in weights.intended_use.lower()
     held = weights.metrics["held_out_phantoms"]
     assert held["n_scans"] >= 50 and held["seeds"][0] >= HELD_OUT_SEED_START
     assert default_weights_path() == WEIGHTS
+
+
+def test_candidate_is_the_current_recipe_and_finds_lungs_and_a_nodule():
+    w = load_weights(CANDIDATE)
+    assert CANDIDATE.stat().st_size <= 10 * 1024 * 1024
+    assert (w.name, w.architecture, w.config, w.adapter) == (MODEL_NAME, ARCHITECTURE, MODEL_CONFIG, ADAPTER)
+    card = (CANDIDATE.parent / "MODEL_CARD-2.0.0.md").read_text(encoding="utf-8")
+    assert card == render(w) and recorded_digest(card) == w.digest_hex
+    assert "operating_point" in w.metrics and w.metrics["training"]["init"]["training"]["step_pairs"] > 0
+    ph, _adapter, run = _segment(w, HELD_OUT_SEED_START + 901, explain=False, orientation="lps")
+    pred = run.outputs.labels
+    for side in (RIGHT_LUNG, LEFT_LUNG):
+        assert dice(ph.labels == side, pred == side) > 0.9
+    scores = nodule_scores(ph.labels, pred, ph.volume.ijk_to_ras, ph.nodules, 3.0)
+    # 5 mm slices: vessels in partial volume give a few small false positives (held-out figures: docs).
+    assert [n["detected"] for n in scores["nodules"]] == [True] and scores["fp"] <= 10
 
 
 @pytest.mark.parametrize("orientation", ["lps", {"perm": [2, 0, 1], "flip": [True, False, True]}])

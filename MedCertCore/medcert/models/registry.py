@@ -30,6 +30,7 @@ def register_architecture(arch_id: str, factory: Factory) -> None:
 
 
 def known_architectures() -> list[str]:
+    _ensure_builtins()
     return sorted(_REGISTRY)
 
 

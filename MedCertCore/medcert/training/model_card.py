@@ -124,8 +124,8 @@ def render(w: ModelWeights) -> str:
         "",
         "## Training",
         *_training_lines(tr),
-        "- Reproduce the whole file (training, operating point, evaluation, this card):",
-        "  `bash scripts/build-demo-model.sh` (docs/demo-model.md).",
+        "- Rebuild (training, operating point, evaluation, this card): `bash scripts/build-demo-model.sh` builds",
+        "  the current recipe (docs/demo-model.md); the recipe of an earlier version is in that script's history.",
         "",
     ]
     op = m.get("operating_point")
@@ -133,7 +133,7 @@ def render(w: ModelWeights) -> str:
         at = op.get("at_offset", {})
         first, last = op.get("seeds", ["?", "?"])
         lines += ["## Operating point",
-                  f"- Nodule logit offset {op.get('nodule_logit_offset')} (added to the nodule head's bias), rule "
+                  f"- Nodule logit offset {op.get('nodule_logit_offset')} (added to the nodule logit's bias), rule "
                   f"`{json.dumps(op.get('rule', {}), sort_keys=True)}`, calibration seeds "
                   f"{first}..{last} on the canonical grid: "
                   f"sensitivity ≥ 6 mm {at.get('sensitivity_ge6mm')}, {at.get('fp_per_scan')} false positives per "

@@ -178,14 +178,15 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     return path
 
 
-def metadata(cfg: TrainConfig, info: dict[str, Any]) -> dict[str, Any]:
+def metadata(cfg: TrainConfig, info: dict[str, Any], init: dict[str, Any] | None = None) -> dict[str, Any]:
     first, last = training_phantom_seed(cfg.seed, 0), training_phantom_seed(cfg.seed, info["cases"] - 1)
+    data = (f"{info['cases']} synthetic chest CT phantoms (medcert.phantom v{PARAMS_VERSION}), seeds {first}..{last}, "
+            "training overrides from medcert.training.dataset; no patient data")
+    if init is not None:  # a later stage: its own phantoms, then those of the file it started from
+        data = f"this stage: {data}. Earlier stage: {init['training_data']}"
     return {
         "architecture": ARCHITECTURE, "config": cfg.model_config, "adapter": cfg.adapter, "name": MODEL_NAME,
-        "version": MODEL_VERSION, "intended_use": INTENDED_USE,
-        "training_data": (f"{info['cases']} synthetic chest CT phantoms (medcert.phantom v{PARAMS_VERSION}), "
-                          f"seeds {first}..{last}, training overrides from medcert.training.dataset; "
-                          "no patient data"),
+        "version": MODEL_VERSION, "intended_use": INTENDED_USE, "training_data": data,
         "metrics": {"training": info},
     }
 
@@ -198,7 +199,7 @@ def _load_init(cfg: TrainConfig, model: torch.nn.Module) -> dict[str, Any]:
     if w.architecture != ARCHITECTURE or w.config != cfg.model_config or w.adapter != cfg.adapter:
         raise MedCertError(f"{cfg.init}: architecture, config or adapter differ from this training run")
     model.load_state_dict(build_network(w).state_dict())
-    return {"file_sha256": w.digest_hex, "training": w.metrics.get("training", {})}
+    return {"file_sha256": w.digest_hex, "training": w.metrics.get("training", {}), "training_data": w.training_data}
 
 
 def _save(cfg: TrainConfig, model: torch.nn.Module, path: Path, step: int, n_cases: int,
@@ -212,9 +213,9 @@ def _save(cfg: TrainConfig, model: torch.nn.Module, path: Path, step: int, n_cas
     if cfg.nodule_only or cfg.size_weighting:
         info.update(nodule_only=cfg.nodule_only, size_weighting=cfg.size_weighting, lr=cfg.lr)
     if init is not None:
-        info["init"] = init
+        info["init"] = {"file_sha256": init["file_sha256"], "training": init["training"]}
     info["storage"] = STORAGE
-    return save_weights(path, storage_state(model.state_dict()), metadata(cfg, info), overwrite=overwrite)
+    return save_weights(path, storage_state(model.state_dict()), metadata(cfg, info, init), overwrite=overwrite)
 
 
 def storage_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
