@@ -21,7 +21,7 @@ import numpy as np
 from medcert.phantom import generate_chest_ct
 from medcert.training.config import HELD_OUT_SEED_START
 from medcert.training.metrics import lung_scores, nodule_scores
-from medcert.training.parallel import map_seeds
+from medcert.training.parallel import map_seeds, worker_threads
 
 SENS_MIN_DIAMETER = 6.0
 FP_MIN_DIAMETER = 3.0
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: seeds below {HELD_OUT_SEED_START} may overlap training phantoms", file=sys.stderr)
     load_weights(args.weights)  # refuse a bad file before any work
     seeds = range(args.seed_start, args.seed_start + args.n)
-    threads = args.threads or (1 if args.jobs > 1 else None)
+    threads = worker_threads(args.threads, args.jobs)
     results = []
     for r in map_seeds(functools.partial(_evaluate_path, weights_path=args.weights, threads=threads), seeds,
                        args.jobs):

@@ -27,7 +27,7 @@ import torch
 from medcert.training.config import CALIBRATION_SEED_START
 from medcert.training.evaluate import FP_MIN_DIAMETER, SENS_MIN_DIAMETER
 from medcert.training.metrics import lung_scores, nodule_scores
-from medcert.training.parallel import map_seeds, set_threads
+from medcert.training.parallel import map_seeds, set_threads, worker_threads
 
 OFFSETS = tuple(round(4.0 - 0.5 * i, 2) for i in range(0, 33))  # +4 .. -12 logits
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.weights} already has an operating point; start from the trained file")
     anomaly = int(w.adapter["anomaly_label"])
     seeds = range(CALIBRATION_SEED_START, CALIBRATION_SEED_START + args.n)
-    threads = args.threads or (1 if args.jobs > 1 else None)
+    threads = worker_threads(args.threads, args.jobs)
     cases = []
     for seed, case in zip(seeds, map_seeds(functools.partial(_case_path, weights_path=args.weights,
                                                              threads=threads), seeds, args.jobs), strict=True):

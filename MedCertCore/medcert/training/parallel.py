@@ -4,7 +4,7 @@ phantom are single-threaded, so two one-thread workers use two cores better than
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -22,7 +22,12 @@ def map_seeds(fn: Callable[[int], T], seeds: Iterable[int], jobs: int = 1) -> It
         yield from pool.map(fn, list(seeds))
 
 
-def set_threads(threads: int | None) -> Any:
+def worker_threads(threads: int | None, jobs: int) -> int | None:
+    """Torch threads per worker: as asked, else one per worker when there are several (None: torch's default)."""
+    return threads or (1 if jobs > 1 else None)
+
+
+def set_threads(threads: int | None) -> None:
     """Set torch's CPU threads in this process (a worker's own setting)."""
     import torch
 

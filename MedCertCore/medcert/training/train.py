@@ -193,12 +193,12 @@ def metadata(cfg: TrainConfig, info: dict[str, Any], init: dict[str, Any] | None
 
 def _load_init(cfg: TrainConfig, model: torch.nn.Module) -> dict[str, Any]:
     """Load ``cfg.init`` into ``model``; returns its digest and training record for the new file's metadata."""
-    from medcert.weights import build_network, load_weights
+    from medcert.weights import load_weights
 
     w = load_weights(cfg.init)  # type: ignore[arg-type]
     if w.architecture != ARCHITECTURE or w.config != cfg.model_config or w.adapter != cfg.adapter:
         raise MedCertError(f"{cfg.init}: architecture, config or adapter differ from this training run")
-    model.load_state_dict(build_network(w).state_dict())
+    model.load_state_dict(w.state_dict)  # same architecture and config; float16 storage is cast on copy
     return {"file_sha256": w.digest_hex, "training": w.metrics.get("training", {}), "training_data": w.training_data}
 
 
