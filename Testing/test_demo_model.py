@@ -25,9 +25,6 @@ from scipy import ndimage
 MODELS = Path(__file__).resolve().parents[1] / "Resources" / "Models"
 WEIGHTS = MODELS / "medcert-lung-demo.safetensors"
 CARD = MODELS / "MODEL_CARD.md"
-# The current recipe's model (scripts/build-demo-model.sh), not yet the default: its 50-scan held-out evaluation
-# is still to be stored in it (docs/demo-model.md).
-CANDIDATE = MODELS / "candidates" / "medcert-lung-demo-2.0.0.safetensors"
 # A held-out phantom seed (never used in training), coarse enough for a test, one inserted 15 mm nodule.
 PHANTOM = {"spacing_xy": 2.5, "thickness": 5.0, "nodule_diameters": [15.0], "nodule_kinds": ["solid"],
            "oblique_deg": 0.0}
@@ -56,27 +53,16 @@ def test_shipped_file_loads_and_matches_model_card(weights):
     card = CARD.read_text(encoding="utf-8")
     assert recorded_digest(card) == hashlib.sha256(data).hexdigest() == weights.digest_hex
     assert card == render(weights)  # every figure in the card comes from the file's metadata
-    assert weights.name == MODEL_NAME and weights.architecture in known_architectures()
+    assert (weights.name, weights.architecture, weights.config, weights.adapter) == \
+        (MODEL_NAME, ARCHITECTURE, MODEL_CONFIG, ADAPTER)  # the current recipe (scripts/build-demo-model.sh)
+    assert weights.architecture in known_architectures()
     assert "not a medical device" in weights.intended_use.lower()
+    # Two training stages (the second starts from the first's file) and a calibrated operating point.
+    assert weights.metrics["training"]["init"]["training"]["step_pairs"] > 0
+    assert "nodule_logit_offset" in weights.metrics["operating_point"]
     held = weights.metrics["held_out_phantoms"]
     assert held["n_scans"] >= 50 and held["seeds"][0] >= HELD_OUT_SEED_START
     assert default_weights_path() == WEIGHTS
-
-
-def test_candidate_is_the_current_recipe_and_finds_lungs_and_a_nodule():
-    w = load_weights(CANDIDATE)
-    assert CANDIDATE.stat().st_size <= 10 * 1024 * 1024
-    assert (w.name, w.architecture, w.config, w.adapter) == (MODEL_NAME, ARCHITECTURE, MODEL_CONFIG, ADAPTER)
-    card = (CANDIDATE.parent / "MODEL_CARD-2.0.0.md").read_text(encoding="utf-8")
-    assert card == render(w) and recorded_digest(card) == w.digest_hex
-    assert "operating_point" in w.metrics and w.metrics["training"]["init"]["training"]["step_pairs"] > 0
-    ph, _adapter, run = _segment(w, HELD_OUT_SEED_START + 901, explain=False, orientation="lps")
-    pred = run.outputs.labels
-    for side in (RIGHT_LUNG, LEFT_LUNG):
-        assert dice(ph.labels == side, pred == side) > 0.9
-    scores = nodule_scores(ph.labels, pred, ph.volume.ijk_to_ras, ph.nodules, 3.0)
-    # 5 mm slices: vessels in partial volume give a few small false positives (held-out figures: docs).
-    assert [n["detected"] for n in scores["nodules"]] == [True] and scores["fp"] <= 10
 
 
 @pytest.mark.parametrize("orientation", ["lps", {"perm": [2, 0, 1], "flip": [True, False, True]}])
@@ -86,12 +72,13 @@ def test_lungs_on_correct_sides_and_nodule_found(weights, lps_run, orientation):
     pred = run.outputs.labels
     assert pred.shape == ph.volume.shape
     for side in (RIGHT_LUNG, LEFT_LUNG):
-        assert dice(ph.labels == side, pred == side) > 0.7  # quality figures: medcert.training.evaluate
+        assert dice(ph.labels == side, pred == side) > 0.9  # quality figures: medcert.training.evaluate
     ras = ph.volume.ijk_to_ras
     cx = {s: (ras @ np.r_[np.argwhere(pred == s).mean(axis=0), 1.0])[0] for s in (RIGHT_LUNG, LEFT_LUNG)}
     assert cx[RIGHT_LUNG] > 30 and cx[LEFT_LUNG] < -30  # patient's right is +x in RAS
     scores = nodule_scores(ph.labels, pred, ras, ph.nodules, 3.0)
-    assert [n["detected"] for n in scores["nodules"]] == [True]
+    # 5 mm slices: vessels in partial volume can give a few small false positives (held-out figures: docs).
+    assert [n["detected"] for n in scores["nodules"]] == [True] and scores["fp"] <= 10
 
 
 def test_finding_summary_matches_labelmap(lps_run):

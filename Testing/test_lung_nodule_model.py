@@ -117,3 +117,40 @@ def test_voxel_weights_scale_the_nodule_cross_entropy():
     plain, weighted = nodule_loss(logit, target, 1.0), nodule_loss(logit, target, 1.0, w)
     # Only the one positive voxel's BCE term (log 2 / 64 each) is tripled; the Dice term is unchanged.
     assert float(weighted - plain) == pytest.approx(2 * np.log(2) / 64, rel=1e-5)
+
+
+def test_tiny_nodules_are_marked_and_left_out_of_the_size_weighted_loss():
+    from medcert.training.dataset import TINY as TINY_MARK
+    from medcert.training.dataset import TINY_NODULE_MM
+    from medcert.training.train import nodule_targets
+    from scipy import ndimage
+
+    spec = PreprocessSpec(spacing_mm=2.0)
+    c = make_training_case(23, spec, {"spacing_xy": 2.0, "thickness": 2.0, "nodule_diameters": [3.5, 16.0],
+                                      "nodule_kinds": ["solid", "solid"], "oblique_deg": 0.0})
+    comp, n = ndimage.label(c.nodule)
+    assert n == 2
+    by_size = sorted((int((comp == i).sum()), int(c.nodule_weight[comp == i].max())) for i in range(1, n + 1))
+    (small, w_small), (large, w_large) = by_size
+    assert np.cbrt(6 * small * 8.0 / np.pi) < TINY_NODULE_MM <= np.cbrt(6 * large * 8.0 / np.pi)
+    assert w_small == TINY_MARK and 1 <= w_large <= 8
+    sizes = torch.from_numpy(c.nodule_weight.astype(np.float32))
+    target, weight = nodule_targets(sizes, size_weighting=True)
+    assert torch.equal(target.bool(), torch.from_numpy(c.nodule_weight == w_large))
+    assert torch.equal(weight == 0, torch.from_numpy(c.nodule_weight == TINY_MARK))
+    assert float(weight.max()) == w_large
+    plain, none = nodule_targets(sizes, size_weighting=False)
+    assert none is None and torch.equal(plain.bool(), torch.from_numpy(c.nodule))  # stage 1: every nodule
+
+
+def test_weight_zero_voxels_do_not_change_the_nodule_loss():
+    g = torch.Generator().manual_seed(1)
+    logit = torch.randn(1, 1, 5, 5, 5, generator=g)
+    target = (torch.rand(1, 1, 5, 5, 5, generator=g) > 0.8).float()
+    w = torch.ones_like(target)
+    w[0, 0, 2, 2, 2] = 0.0
+    other = logit.clone()
+    other[0, 0, 2, 2, 2] += 7.0
+    assert float(nodule_loss(logit, target, 10.0, w)) == pytest.approx(float(nodule_loss(other, target, 10.0, w)),
+                                                                       rel=1e-6)
+    assert float(nodule_loss(logit, target, 10.0)) != pytest.approx(float(nodule_loss(other, target, 10.0)))

@@ -109,6 +109,18 @@ def test_cli_refuses_to_overwrite(tmp_path, capsys):
     assert out.read_bytes() == b"x"
 
 
+@pytest.mark.parametrize("patch", ["96,64", "96,64,30", "a,b,c", "0,8,8"])
+def test_cli_rejects_a_bad_nodule_patch(tmp_path, capsys, patch):
+    from medcert.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train-demo-model", "--out", str(tmp_path / "m.safetensors"), "--nodule-patch", patch])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err
+    assert "multiples of 8" in err and "Traceback" not in err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 def test_operating_point_shifts_only_the_nodule_logit(tiny_weights, case, tmp_path):
     from medcert.inference.engine import sliding_window_logits
     from medcert.models.lung_nodule import NODULE_BIAS
@@ -154,7 +166,7 @@ def test_nodule_stage_starts_from_a_trained_file_and_leaves_the_lungs_alone(tiny
     from medcert.weights import load_weights
 
     cfg = TrainConfig(out=tmp_path / "stage2.safetensors", seed=1, steps=2, initial_cases=1, threads=1,
-                      model_config=TINY_CONFIG, adapter=TINY_ADAPTER, nodule_patch=(16, 16, 16),
+                      model_config=TINY_CONFIG, adapter=TINY_ADAPTER, nodule_patch=(24, 16, 8), nodule_batch=1,
                       phantom_overrides=TINY, init=tiny_weights, nodule_only=True, size_weighting=True, lr=5e-4)
     first, second = load_weights(tiny_weights), load_weights(train(cfg, log=lambda _m: None))
     for k, v in first.state_dict.items():
@@ -163,6 +175,7 @@ def test_nodule_stage_starts_from_a_trained_file_and_leaves_the_lungs_alone(tiny
     assert not torch.equal(second.state_dict["nodule.head.weight"], first.state_dict["nodule.head.weight"])
     info = second.metrics["training"]
     assert info["steps"] == 2 and info["nodule_only"] and info["size_weighting"]
+    assert info["nodule_patch"] == [24, 16, 8] and info["nodule_batch"] == 1 and info["tiny_nodule_mm"] == 5.0
     assert info["init"]["file_sha256"] == first.digest_hex and info["init"]["training"]["step_pairs"] == 3
     assert set(info["final_loss_mean100"]) == {"nodule"}
     other = {**TINY_CONFIG, "nodule": {**TINY_CONFIG["nodule"], "channels": [4, 4]}}

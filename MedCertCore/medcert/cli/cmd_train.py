@@ -5,6 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+from medcert.training.config import NODULE_PATCH
+
+
+def _patch(text: str) -> tuple[int, int, int]:
+    """``X,Y,Z`` → three positive multiples of 8 (the nodule network's divisor)."""
+    try:
+        dims = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or any(d < 8 or d % 8 for d in dims):
+        raise argparse.ArgumentTypeError(f"expected three positive multiples of 8 like 96,64,32, got {text!r}")
+    return dims  # type: ignore[return-value]
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-demo-model",
@@ -25,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size-weighting", action="store_true",
                    help="weight each nodule voxel by its nodule's size weight, so small nodules count as much")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
+    p.add_argument("--nodule-patch", type=_patch, default=NODULE_PATCH, metavar="X,Y,Z",
+                   help=f"nodule-network training patch, canonical voxels (default {','.join(map(str, NODULE_PATCH))})")
+    p.add_argument("--nodule-batch", type=int, default=2, help="nodule patches per step (default 2)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
 
@@ -43,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
         raise MedCertError(f"output folder does not exist: {out.parent}")
     if not 0 <= args.seed <= MAX_RUN_SEED:
         raise MedCertError(f"--seed must be in 0..{MAX_RUN_SEED}")
-    if args.minutes <= 0 or (args.steps is not None and args.steps <= 0) or args.threads < 1:
-        raise MedCertError("--minutes, --steps and --threads must be positive")
+    if args.minutes <= 0 or (args.steps is not None and args.steps <= 0) or args.threads < 1 \
+            or args.nodule_batch < 1:
+        raise MedCertError("--minutes, --steps, --threads and --nodule-batch must be positive")
     if args.device.startswith("cuda"):
         import torch
 
@@ -59,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(out=out, seed=args.seed, minutes=args.minutes, steps=args.steps, threads=args.threads,
                       device=args.device, precision=args.precision, overwrite=args.overwrite,
                       init=Path(args.init) if args.init else None, nodule_only=args.nodule_only,
-                      size_weighting=args.size_weighting, lr=args.lr, lr_min=min(2e-5, args.lr / 50))
+                      size_weighting=args.size_weighting, lr=args.lr,
+                      nodule_patch=args.nodule_patch, nodule_batch=args.nodule_batch, lr_min=min(2e-5, args.lr / 50))
     train(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(out)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 # Two networks in one certified model (docs/demo-model.md): a lung network on full-width tiles and a
-# batch-normalised nodule network whose output does not depend on the tile it runs in.
+# batch-normalised nodule network (normalised with statistics learnt in training, not per tile).
 ARCHITECTURE = "medcert.lungnodule/1"
 MODEL_CONFIG: dict[str, Any] = {"lung": {"in_channels": 2, "channels": [8, 16, 32, 64, 128]},
                                 "nodule": {"in_channels": 1, "channels": [16, 32, 64, 128], "norm": "batch"}}
@@ -13,7 +13,10 @@ MODEL_CONFIG: dict[str, Any] = {"lung": {"in_channels": 2, "channels": [8, 16, 3
 # instance normalisation removes absolute intensity and midline offsets, so left/right must come from
 # context inside the tile (see docs/demo-model.md).
 PATCH = (256, 64, 32)
-NODULE_PATCH = (48, 48, 48)  # training cubes of the nodule network (96 mm)
+# Stage-1 training cubes of the nodule network (96 mm). Its receptive field is 92 voxels, wider than these
+# cubes and than the inference tiles in y and z, so stage 2 trains on 96 x 64 x 32 patches: what the network
+# sees around a voxel then matches the inference tiles (scripts/build-demo-model.sh).
+NODULE_PATCH = (48, 48, 48)
 ADAPTER: dict[str, Any] = {
     "spacing_mm": 2.0, "window": [-1000.0, 500.0], "midline_channel": True, "patch": list(PATCH),
     "overlap": 0.25, "labels": {"1": "right lung", "2": "left lung", "3": "lung nodule"}, "anomaly_label": 3,

@@ -117,12 +117,17 @@ class TrainingCase(Case):
     nodule: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), dtype=bool))
     dense_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int32))
     # uint8: 0 outside nodules; inside, round(clip(sqrt(SMALL_NODULE_REF / component voxels), 1, 8)), so that a
-    # small nodule's voxels can weigh as much in the loss as a large nodule's (see TrainConfig.size_weighting).
+    # small nodule's voxels can weigh as much in the loss as a large nodule's (see TrainConfig.size_weighting);
+    # TINY inside components below TINY_NODULE_MM (equivalent diameter on the grid).
     nodule_weight: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), dtype=np.uint8))
 
 
 DENSE_HU = -600.0  # lung voxels above this are hard negatives for the nodule network
 SMALL_NODULE_REF = 500.0  # voxels (a 20 mm nodule at 2 mm): components this large or larger weigh 1
+# Components below this equivalent diameter are 1-8 voxels at 2 mm, the size of a vessel's cross-section; with
+# size weighting they are left out of the nodule loss (neither nodule nor background), see docs/demo-model.md.
+TINY_NODULE_MM = 5.0
+TINY = 255  # their value in TrainingCase.nodule_weight
 
 
 def make_training_case(seed: int, spec: PreprocessSpec, overrides: dict[str, Any] | None = None) -> TrainingCase:
@@ -141,6 +146,8 @@ def make_training_case(seed: int, spec: PreprocessSpec, overrides: dict[str, Any
     comp, n = ndimage.label(nodule)
     sizes = np.bincount(comp.reshape(-1), minlength=n + 1).astype(np.float64)
     per_comp = np.rint(np.clip(np.sqrt(SMALL_NODULE_REF / np.maximum(sizes, 1.0)), 1.0, 8.0)).astype(np.uint8)
+    diameter = np.cbrt(6.0 * sizes * spec.spacing_mm ** 3 / math.pi)
+    per_comp[diameter < TINY_NODULE_MM] = TINY
     per_comp[0] = 0
     return TrainingCase(seed=base.seed, image=base.image, midline=base.midline, labels=sides,
                         lung_points=base.lung_points, nodule_centers=base.nodule_centers, nodule=nodule,

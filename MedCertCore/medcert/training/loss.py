@@ -22,8 +22,11 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-
 def nodule_loss(logit: torch.Tensor, target: torch.Tensor, pos_weight: float = 10.0,
                 voxel_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Binary cross-entropy (nodule voxels weighted ``pos_weight``, times ``voxel_weight`` where given) + 1 - soft
-    Dice of the batch (smooth 1, so a batch without nodules still pushes every probability toward 0)."""
+    Dice of the batch (smooth 1, so a batch without nodules still pushes every probability toward 0). Voxels
+    of weight 0 are left out of both terms."""
     bce = F.binary_cross_entropy_with_logits(logit, target, weight=voxel_weight, pos_weight=torch.tensor(pos_weight))
     p = torch.sigmoid(logit)
+    if voxel_weight is not None:
+        p = p * (voxel_weight > 0)
     dice = (2 * (p * target).sum() + 1.0) / (p.sum() + target.sum() + 1.0)
     return bce + 1 - dice

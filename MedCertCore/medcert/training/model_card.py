@@ -63,9 +63,14 @@ def _stage(tr: dict[str, Any]) -> str:
         what = f"{tr['step_pairs']} steps of each network"
     elif tr.get("nodule_only"):
         what = f"{tr.get('steps', '?')} steps of the nodule network alone" + (
-            " (nodule voxels weighted by nodule size)" if tr.get("size_weighting") else "")
+            " (nodule voxels weighted by nodule size" + (
+                f", components under {tr['tiny_nodule_mm']} mm left out of the loss" if "tiny_nodule_mm" in tr
+                else "") + ")" if tr.get("size_weighting") else "")
     else:
         what = f"{tr.get('steps', '?')} steps"
+    patch = tr.get("nodule_patch")
+    if isinstance(patch, list):
+        what += f", nodule patches {tr.get('nodule_batch', '?')} × {'×'.join(map(str, patch))}"
     return (f"{what} on {tr.get('cases', '?')} phantoms, {tr.get('minutes', '?')} min, "
             f"{tr.get('threads', '?')} CPU thread(s) on {tr.get('device', '?')} ({tr.get('precision', 'fp32')}), "
             f"run seed {tr.get('seed', '?')}; final loss (mean of last 100 steps) "

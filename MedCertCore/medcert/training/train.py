@@ -39,7 +39,7 @@ from medcert.training.config import (
     NODULE_PATCH,
     training_phantom_seed,
 )
-from medcert.training.dataset import NoduleSampler, PatchSampler, TrainingCase, make_training_case
+from medcert.training.dataset import TINY, TINY_NODULE_MM, NoduleSampler, PatchSampler, TrainingCase, make_training_case
 from medcert.training.loss import dice_ce_loss, nodule_loss
 from medcert.weights import save_weights
 
@@ -95,6 +95,17 @@ def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> float:
     loss.backward()
     opt.step()
     return float(loss.detach())
+
+
+def nodule_targets(sizes: torch.Tensor, size_weighting: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Nodule target and per-voxel loss weight from a patch of ``TrainingCase.nodule_weight`` values. Without
+    size weighting every nodule voxel is a plain positive; with it, each weighs its size weight and voxels of
+    tiny components weigh 0 (left out of the loss)."""
+    if not size_weighting:
+        return (sizes > 0).float(), None
+    tiny = sizes == TINY
+    target = ((sizes > 0) & ~tiny).float()
+    return target, torch.where(tiny, 0.0, torch.where(sizes > 0, sizes, 1.0))
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
@@ -155,9 +166,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         xn, yn = nod_sampler.draw(pool, rng, cfg.nodule_batch)
         if cfg.nodule_only:
             since_case += yn.size
-        sizes = torch.from_numpy(yn[:, None]).to(cfg.device)
-        target = (sizes > 0).float()
-        weight = torch.where(sizes > 0, sizes, torch.ones_like(sizes)) if cfg.size_weighting else None
+        target, weight = nodule_targets(torch.from_numpy(yn[:, None]).to(cfg.device), cfg.size_weighting)
         with _autocast(cfg):
             out = model.nodule(torch.from_numpy(xn).to(cfg.device))
         losses["nodule"] = _step(opt_nod, nodule_loss(out.float(), target, cfg.nodule_pos_weight, weight))
@@ -212,6 +221,8 @@ def _save(cfg: TrainConfig, model: torch.nn.Module, path: Path, step: int, n_cas
         "final_loss_mean100": {k: round(float(np.mean(v[-100:])), 4) for k, v in hist.items() if v}}
     if cfg.nodule_only or cfg.size_weighting:
         info.update(nodule_only=cfg.nodule_only, size_weighting=cfg.size_weighting, lr=cfg.lr)
+    if cfg.size_weighting:
+        info["tiny_nodule_mm"] = TINY_NODULE_MM
     if init is not None:
         info["init"] = {"file_sha256": init["file_sha256"], "training": init["training"]}
     info["storage"] = STORAGE
