@@ -2,7 +2,7 @@
 # Rebuild the bundled demo model from scratch: train -> nodule operating point -> held-out evaluation ->
 # model card. Writes into ${1:-build/demo-model}; copy the results into Resources/Models/ to ship them.
 # 90 min of training on 2 CPU cores (62 min both networks + 27.5 min the nodule network, bf16 autocast), then
-# ~60 min of calibration and evaluation.
+# ~45 min of calibration and evaluation (two worker processes).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/bootstrap.sh"
