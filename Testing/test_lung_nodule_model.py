@@ -122,7 +122,7 @@ def test_voxel_weights_scale_the_nodule_cross_entropy():
 def test_tiny_nodules_are_marked_and_left_out_of_the_size_weighted_loss():
     from medcert.training.dataset import TINY as TINY_MARK
     from medcert.training.dataset import TINY_NODULE_MM
-    from medcert.training.train import nodule_targets
+    from medcert.training.loss import nodule_targets
     from scipy import ndimage
 
     spec = PreprocessSpec(spacing_mm=2.0)

@@ -14,6 +14,11 @@ from medcert.volume import Volume
 MAX_FINDINGS = 100
 
 
+def equivalent_diameter_mm(volume_mm3: Any) -> Any:
+    """Diameter of the sphere of this volume (a float or an array of them)."""
+    return 2.0 * (3.0 * volume_mm3 / (4.0 * math.pi)) ** (1 / 3)
+
+
 def _r(x: float, nd: int = 3) -> float:
     return float(round(float(x), nd)) + 0.0
 
@@ -43,7 +48,7 @@ def summarize(labels: np.ndarray, anomaly: np.ndarray | None, volume: Volume, la
             peak = float(anomaly[comp == c].max()) if anomaly is not None else None
             nodules.append({
                 "voxels": int(idx.shape[0]), "volume_mm3": _r(vol_mm3, 2),
-                "equivalent_diameter_mm": _r(2.0 * (3.0 * vol_mm3 / (4.0 * math.pi)) ** (1 / 3), 2),
+                "equivalent_diameter_mm": _r(equivalent_diameter_mm(vol_mm3), 2),
                 "centroid_ras": [_r(v, 2) for v in ras],
                 "side": label_names.get(side) if side is not None else None,
                 "max_probability": _r(peak, 4) if peak is not None else None,

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from medcert.findings import equivalent_diameter_mm
 from medcert.inference.preprocess import PreprocessSpec, labels_to_grid, preprocess_volume
 from medcert.phantom import LEFT_LUNG, NODULE, RIGHT_LUNG, generate_chest_ct
 
@@ -146,8 +147,7 @@ def make_training_case(seed: int, spec: PreprocessSpec, overrides: dict[str, Any
     comp, n = ndimage.label(nodule)
     sizes = np.bincount(comp.reshape(-1), minlength=n + 1).astype(np.float64)
     per_comp = np.rint(np.clip(np.sqrt(SMALL_NODULE_REF / np.maximum(sizes, 1.0)), 1.0, 8.0)).astype(np.uint8)
-    diameter = np.cbrt(6.0 * sizes * spec.spacing_mm ** 3 / math.pi)
-    per_comp[diameter < TINY_NODULE_MM] = TINY
+    per_comp[equivalent_diameter_mm(sizes * spec.spacing_mm ** 3) < TINY_NODULE_MM] = TINY
     per_comp[0] = 0
     return TrainingCase(seed=base.seed, image=base.image, midline=base.midline, labels=sides,
                         lung_points=base.lung_points, nodule_centers=base.nodule_centers, nodule=nodule,

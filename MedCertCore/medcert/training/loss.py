@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from medcert.training.dataset import TINY
+
 
 def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
     """``logits`` ``[B, C, X, Y, Z]``, ``target`` ``[B, X, Y, Z]`` int64: CE + (1 - mean soft Dice over classes
@@ -30,3 +32,14 @@ def nodule_loss(logit: torch.Tensor, target: torch.Tensor, pos_weight: float = 1
         p = p * (voxel_weight > 0)
     dice = (2 * (p * target).sum() + 1.0) / (p.sum() + target.sum() + 1.0)
     return bce + 1 - dice
+
+
+def nodule_targets(sizes: torch.Tensor, size_weighting: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Nodule target and per-voxel loss weight from a patch of ``TrainingCase.nodule_weight`` values. Without
+    size weighting every nodule voxel is a plain positive; with it, each weighs its size weight and voxels of
+    tiny components weigh 0 (left out of the loss)."""
+    if not size_weighting:
+        return (sizes > 0).float(), None
+    tiny = sizes == TINY
+    target = ((sizes > 0) & ~tiny).float()
+    return target, torch.where(tiny, 0.0, torch.where(sizes > 0, sizes, 1.0))

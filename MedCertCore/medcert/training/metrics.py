@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from medcert.findings import equivalent_diameter_mm
 from medcert.phantom import LEFT_LUNG, NODULE, RIGHT_LUNG, NoduleSpec
 
 CONN26 = np.ones((3, 3, 3), dtype=bool)
@@ -61,9 +62,10 @@ def nodule_scores(gt: np.ndarray, pred: np.ndarray, ijk_to_ras: np.ndarray, nodu
         per_gt.append({"diameter_mm": round(nod.diameter_mm, 2), "kind": nod.kind, "detected": bool(hit),
                        "gt_voxels": int(sum(np.count_nonzero(gcomp == g) for g in g_ids))})
     fps = [k for k in p_idx if k not in matched]
-    big_fps = [k for k in fps if 2 * (3 * p_size[k] / (4 * math.pi)) ** (1 / 3) >= min_fp_diameter_mm]
+    fp_diameters = {k: equivalent_diameter_mm(p_size[k]) for k in fps}
+    big_fps = [k for k in fps if fp_diameters[k] >= min_fp_diameter_mm]
     return {"nodules": per_gt, "n_pred_components": int(n_pred), "fp": len(fps), "fp_sized": len(big_fps),
-            "fp_diameters_mm": sorted(round(2 * (3 * p_size[k] / (4 * math.pi)) ** (1 / 3), 1) for k in fps)}
+            "fp_diameters_mm": sorted(round(d, 1) for d in fp_diameters.values())}
 
 
 def _spacing(m: np.ndarray) -> list[float]:

@@ -62,10 +62,11 @@ def _stage(tr: dict[str, Any]) -> str:
     if "step_pairs" in tr:
         what = f"{tr['step_pairs']} steps of each network"
     elif tr.get("nodule_only"):
-        what = f"{tr.get('steps', '?')} steps of the nodule network alone" + (
-            " (nodule voxels weighted by nodule size" + (
-                f", components under {tr['tiny_nodule_mm']} mm left out of the loss" if "tiny_nodule_mm" in tr
-                else "") + ")" if tr.get("size_weighting") else "")
+        what = f"{tr.get('steps', '?')} steps of the nodule network alone"
+        if tr.get("size_weighting"):
+            tiny = tr.get("tiny_nodule_mm")
+            what += " (nodule voxels weighted by nodule size" + (
+                f", components under {tiny} mm left out of the loss)" if tiny is not None else ")")
     else:
         what = f"{tr.get('steps', '?')} steps"
     patch = tr.get("nodule_patch")

@@ -39,8 +39,8 @@ from medcert.training.config import (
     NODULE_PATCH,
     training_phantom_seed,
 )
-from medcert.training.dataset import TINY, TINY_NODULE_MM, NoduleSampler, PatchSampler, TrainingCase, make_training_case
-from medcert.training.loss import dice_ce_loss, nodule_loss
+from medcert.training.dataset import TINY_NODULE_MM, NoduleSampler, PatchSampler, TrainingCase, make_training_case
+from medcert.training.loss import dice_ce_loss, nodule_loss, nodule_targets
 from medcert.weights import save_weights
 
 PRECISIONS = ("fp32", "bf16")
@@ -95,17 +95,6 @@ def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> float:
     loss.backward()
     opt.step()
     return float(loss.detach())
-
-
-def nodule_targets(sizes: torch.Tensor, size_weighting: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Nodule target and per-voxel loss weight from a patch of ``TrainingCase.nodule_weight`` values. Without
-    size weighting every nodule voxel is a plain positive; with it, each weighs its size weight and voxels of
-    tiny components weigh 0 (left out of the loss)."""
-    if not size_weighting:
-        return (sizes > 0).float(), None
-    tiny = sizes == TINY
-    target = ((sizes > 0) & ~tiny).float()
-    return target, torch.where(tiny, 0.0, torch.where(sizes > 0, sizes, 1.0))
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
