@@ -154,3 +154,32 @@ def test_weight_zero_voxels_do_not_change_the_nodule_loss():
     assert float(nodule_loss(logit, target, 10.0, w)) == pytest.approx(float(nodule_loss(other, target, 10.0, w)),
                                                                        rel=1e-6)
     assert float(nodule_loss(logit, target, 10.0)) != pytest.approx(float(nodule_loss(other, target, 10.0)))
+
+
+def test_detection_loss_counts_each_nodule_once_and_the_hardest_background():
+    from medcert.training.dataset import TINY as TINY_MARK
+    from medcert.training.loss import detection_loss
+
+    sizes = torch.zeros(1, 1, 12, 12, 12)
+    sizes[0, 0, 1:3, 1:3, 1:3] = 4.0  # small nodule, 8 voxels
+    sizes[0, 0, 5:11, 5:11, 5:11] = 1.0  # large nodule, 216 voxels
+    sizes[0, 0, 0, 11, 11] = TINY_MARK  # tiny: neither nodule nor background
+    logit = torch.full((1, 1, 12, 12, 12), -5.0)
+    logit[0, 0, 6, 6, 6] = 3.0  # the large nodule found at one voxel, the small one missed
+    logit[0, 0, 0, 11, 11] = 9.0  # ignored (tiny)
+    logit.requires_grad_(True)
+    loss = detection_loss(logit, sizes, hard_negatives=4)
+    sp = torch.nn.functional.softplus
+    expected = (sp(torch.tensor(5.0)) + sp(torch.tensor(-3.0))) / 2 + sp(torch.tensor(-5.0))
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
+    loss.backward()
+    g = logit.grad[0, 0]
+    assert float(g[1:3, 1:3, 1:3].sum()) < 0 and float(g[6, 6, 6]) < 0  # both peaks pushed up
+    assert float(g[0, 11, 11]) == 0.0 and float(g[4, 4, 4]) == 0.0  # tiny and near-nodule margin untouched
+    # A background blob becomes the hardest negative and is pushed down.
+    blob = logit.detach().clone()
+    blob[0, 0, 1, 8, 1] = 4.0
+    blob.requires_grad_(True)
+    higher = detection_loss(blob, sizes, hard_negatives=4)
+    higher.backward()
+    assert float(higher.detach()) > float(loss.detach()) and float(blob.grad[0, 0, 1, 8, 1]) > 0

@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nodule-only", action="store_true", help="train only the nodule network (with --init)")
     p.add_argument("--size-weighting", action="store_true",
                    help="weight each nodule voxel by its nodule's size weight, so small nodules count as much")
+    p.add_argument("--detection-weight", type=float, default=0.0,
+                   help="add the per-nodule detection loss with this weight (default 0: off)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
     p.add_argument("--nodule-patch", type=_patch, default=NODULE_PATCH, metavar="X,Y,Z",
                    help=f"nodule-network training patch, canonical voxels (default {','.join(map(str, NODULE_PATCH))})")
@@ -60,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.seed <= MAX_RUN_SEED:
         raise MedCertError(f"--seed must be in 0..{MAX_RUN_SEED}")
     if args.minutes <= 0 or (args.steps is not None and args.steps <= 0) or args.threads < 1 \
-            or args.nodule_batch < 1:
-        raise MedCertError("--minutes, --steps, --threads and --nodule-batch must be positive")
+            or args.nodule_batch < 1 or not 0 <= args.detection_weight <= 100:
+        raise MedCertError("--minutes, --steps, --threads and --nodule-batch must be positive, "
+                           "--detection-weight in 0..100")
     if args.device.startswith("cuda"):
         import torch
 
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
                       device=args.device, precision=args.precision, overwrite=args.overwrite,
                       init=Path(args.init) if args.init else None, nodule_only=args.nodule_only,
                       size_weighting=args.size_weighting, lr=args.lr,
-                      nodule_patch=args.nodule_patch, nodule_batch=args.nodule_batch, lr_min=min(2e-5, args.lr / 50))
+                      nodule_patch=args.nodule_patch, nodule_batch=args.nodule_batch,
+                      detection_weight=args.detection_weight, lr_min=min(2e-5, args.lr / 50))
     train(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(out)
     return 0

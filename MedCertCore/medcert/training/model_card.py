@@ -69,6 +69,8 @@ def _stage(tr: dict[str, Any]) -> str:
                 f", components under {tiny} mm left out of the loss)" if tiny is not None else ")")
     else:
         what = f"{tr.get('steps', '?')} steps"
+    if tr.get("detection_weight"):
+        what += f", per-nodule detection loss (weight {tr['detection_weight']})"
     patch = tr.get("nodule_patch")
     if isinstance(patch, list):
         what += f", nodule patches {tr.get('nodule_batch', '?')} × {'×'.join(map(str, patch))}"

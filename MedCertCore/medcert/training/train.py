@@ -6,7 +6,7 @@ Both networks train in one process on one shared, growing pool of phantoms, one 
   size, so its instance-normalisation statistics match inference;
 - the **nodule** network (batch-normalised, so at inference its output does not depend on the tile) on small
   cubes around nodules, lung voxels, dense lung voxels (vessels: the hard negatives) and anywhere, with random
-  flips; weighted binary cross-entropy + soft Dice of the nodule mask.
+  flips; weighted binary cross-entropy + soft Dice of the nodule mask, optionally + a per-nodule detection loss.
 
 The forward passes run under bfloat16 autocast by default (master weights, losses and optimisers in float32);
 inference is always float32.
@@ -40,7 +40,7 @@ from medcert.training.config import (
     training_phantom_seed,
 )
 from medcert.training.dataset import TINY_NODULE_MM, NoduleSampler, PatchSampler, TrainingCase, make_training_case
-from medcert.training.loss import dice_ce_loss, nodule_loss, nodule_targets
+from medcert.training.loss import detection_loss, dice_ce_loss, nodule_loss, nodule_targets
 from medcert.weights import save_weights
 
 PRECISIONS = ("fp32", "bf16")
@@ -73,6 +73,7 @@ class TrainConfig:
     init: Path | None = None
     nodule_only: bool = False
     size_weighting: bool = False
+    detection_weight: float = 0.0  # weight of medcert.training.loss.detection_loss in the nodule loss
     checkpoint_minutes: float = 10.0
     overwrite: bool = False
     log_every: int = 25
@@ -155,10 +156,14 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         xn, yn = nod_sampler.draw(pool, rng, cfg.nodule_batch)
         if cfg.nodule_only:
             since_case += yn.size
-        target, weight = nodule_targets(torch.from_numpy(yn[:, None]).to(cfg.device), cfg.size_weighting)
+        sizes = torch.from_numpy(yn[:, None]).to(cfg.device)
+        target, weight = nodule_targets(sizes, cfg.size_weighting)
         with _autocast(cfg):
             out = model.nodule(torch.from_numpy(xn).to(cfg.device))
-        losses["nodule"] = _step(opt_nod, nodule_loss(out.float(), target, cfg.nodule_pos_weight, weight))
+        loss = nodule_loss(out.float(), target, cfg.nodule_pos_weight, weight)
+        if cfg.detection_weight > 0:
+            loss = loss + cfg.detection_weight * detection_loss(out.float(), sizes)
+        losses["nodule"] = _step(opt_nod, loss)
         for k, v in losses.items():
             hist[k].append(v)
             ema[k] = v if k not in ema else 0.98 * ema[k] + 0.02 * v
@@ -212,6 +217,8 @@ def _save(cfg: TrainConfig, model: torch.nn.Module, path: Path, step: int, n_cas
         info.update(nodule_only=cfg.nodule_only, size_weighting=cfg.size_weighting, lr=cfg.lr)
     if cfg.size_weighting:
         info["tiny_nodule_mm"] = TINY_NODULE_MM
+    if cfg.detection_weight > 0:
+        info["detection_weight"] = cfg.detection_weight
     if init is not None:
         info["init"] = {"file_sha256": init["file_sha256"], "training": init["training"]}
     info["storage"] = STORAGE
