@@ -61,12 +61,13 @@ def detection_loss(logit: torch.Tensor, sizes: torch.Tensor, hard_negatives: int
     neg: list[torch.Tensor] = []
     for b in range(logit.shape[0]):
         s, flat = lab[b, 0], logit[b, 0].reshape(-1)
-        comp, n = ndimage.label((s > 0) & (s != TINY))
+        nodule = s > 0
+        comp, n = ndimage.label(nodule & (s != TINY))
         if n:
             ids = torch.from_numpy(comp.reshape(-1).astype(np.int64)).to(logit.device)
             peak = torch.full((n + 1,), -torch.inf, dtype=flat.dtype, device=flat.device)
             pos.append(F.softplus(-peak.scatter_reduce(0, ids, flat, "amax")[1:]))
-        near = ndimage.binary_dilation(s > 0, iterations=margin_voxels) if (s > 0).any() else s > 0
+        near = ndimage.binary_dilation(nodule, iterations=margin_voxels)
         bg = flat[torch.from_numpy(~near.reshape(-1)).to(logit.device)]
         if bg.numel():
             neg.append(F.softplus(torch.topk(bg, min(hard_negatives, bg.numel())).values).mean())

@@ -159,10 +159,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         sizes = torch.from_numpy(yn[:, None]).to(cfg.device)
         target, weight = nodule_targets(sizes, cfg.size_weighting)
         with _autocast(cfg):
-            out = model.nodule(torch.from_numpy(xn).to(cfg.device))
-        loss = nodule_loss(out.float(), target, cfg.nodule_pos_weight, weight)
+            out = model.nodule(torch.from_numpy(xn).to(cfg.device)).float()
+        loss = nodule_loss(out, target, cfg.nodule_pos_weight, weight)
         if cfg.detection_weight > 0:
-            loss = loss + cfg.detection_weight * detection_loss(out.float(), sizes)
+            loss = loss + cfg.detection_weight * detection_loss(out, sizes)
         losses["nodule"] = _step(opt_nod, loss)
         for k, v in losses.items():
             hist[k].append(v)
