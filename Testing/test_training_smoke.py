@@ -152,6 +152,18 @@ def test_operating_point_shifts_only_the_nodule_logit(tiny_weights, case, tmp_pa
     assert choose(rows, 1e9)["offset"] != 50.0 and choose(rows, None, 0.5)["offset"] != 50.0
 
 
+def test_operating_point_breaks_sensitivity_ties_by_fewer_false_positives():
+    """On a sensitivity plateau the rule takes the offset with the fewest false positives, not the widest."""
+    def row(offset: float, sens: float, fp: float) -> dict:
+        return {"offset": offset, "sensitivity_ge6mm": sens, "fp_per_scan": fp,
+                "dice_right_mean": 0.97, "dice_left_mean": 0.96}
+
+    rows = [row(3.0, 0.6, 0.9), row(1.0, 0.6, 0.9), row(-1.0, 0.6, 0.4), row(-2.0, 0.5, 0.1), row(4.0, 0.8, 3.0)]
+    assert choose(rows, 1.0)["offset"] == -1.0
+    assert choose(rows[:2], 1.0)["offset"] == 1.0  # equal counts: the smaller shift
+    assert choose(rows, 5.0)["offset"] == 4.0  # a higher sensitivity still wins
+
+
 def test_operating_point_rule_reproduces_the_shipped_choice():
     """The stored calibration sweep of the shipped model, run through today's rule, gives its recorded offset."""
     from medcert.weights import default_weights_path, load_weights

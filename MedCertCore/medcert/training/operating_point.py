@@ -98,8 +98,8 @@ def choose(rows: list[dict[str, Any]], max_fp: float | None = None,
            min_sensitivity: float | None = None) -> dict[str, Any]:
     """Among the lung-safe offsets (``lung_safe``): with ``min_sensitivity``, the fewest false positives among
     offsets keeping that sensitivity for nodules ≥ 6 mm; otherwise the highest sensitivity with
-    fp_per_scan ≤ ``max_fp`` (ties: the smallest shift). Falls back to the fewest false positives / the highest
-    sensitivity among the lung-safe offsets."""
+    fp_per_scan ≤ ``max_fp`` (ties: the fewest false positives, then the smallest shift). Falls back to the
+    fewest false positives / the highest sensitivity among the lung-safe offsets."""
     rows = lung_safe(rows)
     if min_sensitivity is not None:
         ok = [r for r in rows if r["sensitivity_ge6mm"] >= min_sensitivity]
@@ -108,7 +108,7 @@ def choose(rows: list[dict[str, Any]], max_fp: float | None = None,
         return max(rows, key=lambda r: (r["sensitivity_ge6mm"], -r["fp_per_scan"]))
     ok = [r for r in rows if max_fp is None or r["fp_per_scan"] <= max_fp]
     if ok:
-        return max(ok, key=lambda r: (r["sensitivity_ge6mm"], r["offset"]))
+        return max(ok, key=lambda r: (r["sensitivity_ge6mm"], -r["fp_per_scan"], -abs(r["offset"])))
     return min(rows, key=lambda r: (r["fp_per_scan"], -r["sensitivity_ge6mm"]))
 
 
