@@ -162,6 +162,8 @@ def render(w: ModelWeights) -> str:
         "- Phantoms are not patients: real anatomy, pathology (emphysema, effusion, consolidation, fibrosis),",
         "  devices, motion and metal artefacts are absent or simplified. Expect lower quality on real CT.",
         "- Nodules below 6 mm are often missed; vessels seen end-on can be reported as nodules.",
+        "- Nodule masks can be smaller than the nodule (the operating point trades volume for fewer false",
+        "  positives): treat reported nodule volumes and diameters as lower bounds.",
         "- Left/right comes from anatomy in the RAS frame (plus a midline channel), so a wrong DICOM orientation",
         "  header gives a wrong side.",
         "",
