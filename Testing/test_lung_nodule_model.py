@@ -183,3 +183,42 @@ def test_detection_loss_counts_each_nodule_once_and_the_hardest_background():
     higher = detection_loss(blob, sizes, hard_negatives=4)
     higher.backward()
     assert float(higher.detach()) > float(loss.detach()) and float(blob.grad[0, 0, 1, 8, 1]) > 0
+
+
+def test_lung_patches_carry_their_nodule_mask(case):
+    """The lung network's patches come with the nodule mask of exactly the same window (for the nodule-voxel
+    weight of its cross-entropy), and the extra mask changes none of the draws."""
+    from medcert.training.dataset import Case, PatchSampler
+
+    s = PatchSampler((16, 16, 16), p_nodule=1.0, p_lung=0.0)
+    x, y, nod = s.draw_with_nodules([case], np.random.default_rng([4, 2]))
+    x2, y2 = s.draw([case], np.random.default_rng([4, 2]))
+    assert np.array_equal(x, x2) and np.array_equal(y, y2)
+    assert nod is not None and nod.shape == y.shape and nod.dtype == bool and nod.any()
+    assert set(np.unique(y[nod])) <= {RIGHT_LUNG, LEFT_LUNG}  # nodule voxels are labelled as their lung
+    # A patch larger than the grid holds the whole grid at its origin: the mask is the case's nodule mask.
+    X, Y, Z = case.nodule.shape
+    whole = PatchSampler((X + 8, Y + 8, Z + 8))
+    _x, _y, full = whole.draw_with_nodules([case], np.random.default_rng(0), augment=False)
+    assert np.array_equal(full[:X, :Y, :Z], case.nodule)
+    plain = Case(seed=case.seed, image=case.image, midline=case.midline, labels=case.labels,
+                 lung_points=case.lung_points, nodule_centers=case.nodule_centers)
+    assert s.draw_with_nodules([plain], np.random.default_rng([4, 2]))[2] is None
+
+
+def test_voxel_weights_scale_the_lung_cross_entropy():
+    from medcert.training.loss import dice_ce_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 3, 6, 6, 6)
+    target = torch.randint(0, 3, (1, 6, 6, 6))
+    ones = torch.ones(1, 6, 6, 6)
+    assert torch.allclose(dice_ce_loss(logits, target, voxel_weight=ones), dice_ce_loss(logits, target))
+    # Make a block of voxels confidently wrong: weighting it up raises the loss.
+    wrong = torch.zeros(1, 6, 6, 6, dtype=torch.bool)
+    wrong[0, :2] = True
+    bad = logits.clone()
+    bad[:, :, :2] = -10.0
+    bad[0, :, :2] += 20.0 * torch.nn.functional.one_hot((target[0, :2] + 1) % 3, 3).permute(3, 0, 1, 2)
+    heavy = torch.where(wrong, 10.0, 1.0)
+    assert float(dice_ce_loss(bad, target, voxel_weight=heavy)) > float(dice_ce_loss(bad, target)) + 1.0

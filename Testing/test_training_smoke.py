@@ -75,7 +75,7 @@ TINY_ADAPTER = {"spacing_mm": 6.0, "window": [-1000.0, 500.0], "midline_channel"
 def tiny_weights(tmp_path_factory):
     cfg = TrainConfig(out=tmp_path_factory.mktemp("train") / "m.safetensors", steps=3, initial_cases=1, threads=1,
                       model_config=TINY_CONFIG, adapter=TINY_ADAPTER, nodule_patch=(16, 16, 16),
-                      phantom_overrides=TINY)
+                      phantom_overrides=TINY, lung_nodule_weight=10.0)
     return train(cfg, log=lambda _m: None)
 
 
@@ -87,7 +87,7 @@ def test_train_writes_loadable_two_network_weights(tiny_weights):
     info = w.metrics["training"]
     assert info["step_pairs"] == 3 and info["precision"] == "bf16" and set(info["final_loss_mean100"]) == {
         "lung", "nodule"}
-    assert "no patient data" in w.training_data
+    assert "no patient data" in w.training_data and info["lung_nodule_weight"] == 10.0
     # Batch-norm running statistics were learnt and kept (their counters stay integers).
     counter = w.state_dict["nodule.encoders.0.1.num_batches_tracked"]
     assert counter.dtype == torch.int64 and int(counter) == 3
@@ -107,6 +107,16 @@ def test_cli_refuses_to_overwrite(tmp_path, capsys):
     assert main(["train-demo-model", "--out", str(out)]) == 65
     assert "refusing to overwrite" in capsys.readouterr().err
     assert out.read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("flag", [["--lung-nodule-weight", "0"], ["--detection-weight", "-1"]])
+def test_cli_rejects_bad_loss_weights(tmp_path, capsys, flag):
+    from medcert.cli.main import main
+
+    assert main(["train-demo-model", "--out", str(tmp_path / "m.safetensors"), *flag]) == 65
+    err = capsys.readouterr().err
+    assert "--lung-nodule-weight in (0, 100]" in err and "Traceback" not in err
+    assert not (tmp_path / "m.safetensors").exists()
 
 
 @pytest.mark.parametrize("patch", ["96,64", "96,64,30", "a,b,c", "0,8,8"])

@@ -101,13 +101,24 @@ class PatchSampler:
         return rng.integers(0, shape)
 
     def draw(self, pool: list[Case], rng: np.random.Generator, augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        x, y, _ = self.draw_with_nodules(pool, rng, augment)
+        return x, y
+
+    def draw_with_nodules(self, pool: list[Case], rng: np.random.Generator,
+                          augment: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """As ``draw`` (same draws for the same ``rng``), plus the patch's nodule mask (bool) for a
+        ``TrainingCase`` (None for a plain ``Case``)."""
         case = pool[rng.integers(len(pool))]
-        x, y = extract(case, self.center(case, rng), self.patch)
+        center = self.center(case, rng)
+        x, y = extract(case, center, self.patch)
+        nodule = None
+        if isinstance(case, TrainingCase):
+            nodule = extract(replace(case, labels=case.nodule.view(np.uint8)), center, self.patch)[1] > 0
         if augment:
             x[0] = x[0] * rng.uniform(0.95, 1.05) + rng.uniform(-0.02, 0.02)
             if rng.uniform() < 0.3:
                 x[0] += rng.normal(0.0, rng.uniform(0.002, 0.01), size=x[0].shape).astype(np.float32)
-        return x, y
+        return x, y, nodule
 
 
 @dataclass

@@ -11,10 +11,14 @@ from scipy import ndimage
 from medcert.training.dataset import TINY
 
 
-def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
-    """``logits`` ``[B, C, X, Y, Z]``, ``target`` ``[B, X, Y, Z]`` int64: CE + (1 - mean soft Dice over classes
-    1..C-1, pooled over the batch)."""
-    ce = F.cross_entropy(logits, target)
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5,
+                 voxel_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``logits`` ``[B, C, X, Y, Z]``, ``target`` ``[B, X, Y, Z]`` int64: CE (weighted mean by ``voxel_weight``
+    ``[B, X, Y, Z]`` where given) + (1 - mean soft Dice over classes 1..C-1, pooled over the batch)."""
+    if voxel_weight is None:
+        ce = F.cross_entropy(logits, target)
+    else:
+        ce = (F.cross_entropy(logits, target, reduction="none") * voxel_weight).sum() / voxel_weight.sum()
     prob = torch.softmax(logits, dim=1)
     onehot = F.one_hot(target, logits.shape[1]).permute(0, 4, 1, 2, 3).to(prob.dtype)
     dims = (0, 2, 3, 4)

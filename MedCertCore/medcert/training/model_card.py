@@ -71,6 +71,8 @@ def _stage(tr: dict[str, Any]) -> str:
         what = f"{tr.get('steps', '?')} steps"
     if tr.get("detection_weight"):
         what += f", per-nodule detection loss (weight {tr['detection_weight']})"
+    if tr.get("lung_nodule_weight"):
+        what += f", nodule voxels weighted {tr['lung_nodule_weight']} in the lung loss"
     patch = tr.get("nodule_patch")
     if isinstance(patch, list):
         what += f", nodule patches {tr.get('nodule_batch', '?')} × {'×'.join(map(str, patch))}"

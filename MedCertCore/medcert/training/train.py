@@ -74,6 +74,11 @@ class TrainConfig:
     nodule_only: bool = False
     size_weighting: bool = False
     detection_weight: float = 0.0  # weight of medcert.training.loss.detection_loss in the nodule loss
+    # Cross-entropy weight of nodule voxels in the lung network's loss (they are labelled as their lung): the
+    # composite calls a voxel nodule only where the lung network calls it lung, so a large solid or juxtapleural
+    # nodule that the lung network leaves out as "background" (soft tissue) is lost however sure the nodule
+    # network is.
+    lung_nodule_weight: float = 1.0
     checkpoint_minutes: float = 10.0
     overwrite: bool = False
     log_every: int = 25
@@ -147,12 +152,16 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         rng = np.random.default_rng([cfg.seed, step])
         losses = {}
         if not cfg.nodule_only:
-            x, y = lung_sampler.draw(pool, rng)
+            x, y, nod = lung_sampler.draw_with_nodules(pool, rng)
             since_case += y.size
             xt, yt = torch.from_numpy(x[None]).to(cfg.device), torch.from_numpy(y[None]).to(cfg.device)
+            vw = None
+            if cfg.lung_nodule_weight != 1.0 and nod is not None and nod.any():
+                vw = torch.from_numpy(np.where(nod, np.float32(cfg.lung_nodule_weight), np.float32(1.0))[None])
+                vw = vw.to(cfg.device)
             with _autocast(cfg):
                 out = model.lung(xt)
-            losses["lung"] = _step(opt_lung, dice_ce_loss(out.float(), yt))
+            losses["lung"] = _step(opt_lung, dice_ce_loss(out.float(), yt, voxel_weight=vw))
         xn, yn = nod_sampler.draw(pool, rng, cfg.nodule_batch)
         if cfg.nodule_only:
             since_case += yn.size
@@ -219,6 +228,8 @@ def _save(cfg: TrainConfig, model: torch.nn.Module, path: Path, step: int, n_cas
         info["tiny_nodule_mm"] = TINY_NODULE_MM
     if cfg.detection_weight > 0:
         info["detection_weight"] = cfg.detection_weight
+    if cfg.lung_nodule_weight != 1.0 and not cfg.nodule_only:
+        info["lung_nodule_weight"] = cfg.lung_nodule_weight
     if init is not None:
         info["init"] = {"file_sha256": init["file_sha256"], "training": init["training"]}
     info["storage"] = STORAGE
