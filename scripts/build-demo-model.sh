@@ -10,8 +10,8 @@ py="$root/.venv/bin/python"
 out="${1:-$root/build/demo-model}"
 mkdir -p "$out"
 # Stage 1: both networks (nodule network on 48^3 cubes; nodule voxels weigh 10 in the lung network's
-# cross-entropy, so the lung mask keeps large and juxtapleural nodules). Stage 2: the nodule network alone on new phantoms,
-# small nodules weighted up, on patches shaped like the inference tiles in y and z (96x64x32), plus the
+# cross-entropy, so the lung mask keeps large and juxtapleural nodules). Stage 2: the nodule network alone on
+# new phantoms, small nodules weighted up, on patches shaped like the inference tiles in y and z (96x64x32), plus the
 # per-nodule detection loss (each nodule's peak up, the patch's highest background logits down).
 "$root/.venv/bin/medcert" train-demo-model --out "$out/stage1.safetensors" --seed 0 --minutes 62 --threads 2 \
     --lung-nodule-weight 10 --overwrite

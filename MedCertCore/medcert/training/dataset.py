@@ -65,12 +65,22 @@ def _window(n: int, p: int, center: int) -> tuple[int, int]:
     return int(np.clip(center - p // 2, 0, n - p)), 0
 
 
+def _box(shape: tuple[int, ...], center: np.ndarray,
+         patch: tuple[int, int, int]) -> tuple[tuple[slice, ...], list[tuple[int, int]]]:
+    """The slices of a ``patch`` around ``center`` inside ``shape`` and the edge padding that completes it."""
+    starts, pads = zip(*(_window(n, p, int(c)) for n, p, c in zip(shape, patch, center, strict=True)), strict=True)
+    return tuple(slice(s, s + p) for s, p in zip(starts, patch, strict=True)), [(0, q) for q in pads]
+
+
+def extract_mask(mask: np.ndarray, center: np.ndarray, patch: tuple[int, int, int]) -> np.ndarray:
+    """The window of ``mask`` that ``extract`` takes for the same ``center`` and ``patch``."""
+    sl, pad = _box(mask.shape, center, patch)
+    return np.pad(mask[sl], pad, mode="edge")
+
+
 def extract(case: Case, center: np.ndarray, patch: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Input ``[C, *patch]`` float32 and target ``[*patch]`` int64; edge padding as in sliding-window inference."""
-    starts, pads = zip(*(_window(n, p, int(c)) for n, p, c in zip(case.labels.shape, patch, center, strict=True)),
-                       strict=True)
-    sl = tuple(slice(s, s + p) for s, p in zip(starts, patch, strict=True))
-    pad = [(0, q) for q in pads]
+    sl, pad = _box(case.labels.shape, center, patch)
     img = np.pad(case.image[sl].astype(np.float32), pad, mode="edge")
     lab = np.pad(case.labels[sl], pad, mode="edge").astype(np.int64)
     chans = [img]
@@ -113,7 +123,7 @@ class PatchSampler:
         x, y = extract(case, center, self.patch)
         nodule = None
         if isinstance(case, TrainingCase):
-            nodule = extract(replace(case, labels=case.nodule.view(np.uint8)), center, self.patch)[1] > 0
+            nodule = extract_mask(case.nodule, center, self.patch)
         if augment:
             x[0] = x[0] * rng.uniform(0.95, 1.05) + rng.uniform(-0.02, 0.02)
             if rng.uniform() < 0.3:
