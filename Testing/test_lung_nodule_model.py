@@ -143,6 +143,24 @@ def test_tiny_nodules_are_marked_and_left_out_of_the_size_weighted_loss():
     assert none is None and torch.equal(plain.bool(), torch.from_numpy(c.nodule))  # stage 1: every nodule
 
 
+def test_hard_weight_multiplies_faint_and_juxtapleural_nodules_only():
+    from scipy import ndimage
+
+    spec = PreprocessSpec(spacing_mm=2.0)
+    ov = {"spacing_xy": 2.0, "thickness": 2.0, "nodule_diameters": [14.0, 14.0, 14.0], "oblique_deg": 0.0,
+          "nodule_kinds": ["solid", "ground-glass", "juxtapleural"]}
+    plain = make_training_case(29, spec, ov)
+    hard = make_training_case(29, spec, ov, hard_weight=3)
+    assert np.array_equal(plain.image, hard.image) and np.array_equal(plain.nodule, hard.nodule)
+    comp, n = ndimage.label(plain.nodule)
+    assert n == 3
+    ratios = sorted(int(hard.nodule_weight[comp == i].max()) / int(plain.nodule_weight[comp == i].max())
+                    for i in range(1, n + 1))
+    assert ratios == [1.0, 3.0, 3.0]  # the solid nodule inside the lung keeps its weight
+    with pytest.raises(ValueError, match="hard_weight"):
+        make_training_case(29, spec, ov, hard_weight=9)
+
+
 def test_weight_zero_voxels_do_not_change_the_nodule_loss():
     g = torch.Generator().manual_seed(1)
     logit = torch.randn(1, 1, 5, 5, 5, generator=g)

@@ -109,13 +109,23 @@ def test_cli_refuses_to_overwrite(tmp_path, capsys):
     assert out.read_bytes() == b"x"
 
 
-@pytest.mark.parametrize("flag", [["--lung-nodule-weight", "0"], ["--detection-weight", "-1"]])
+@pytest.mark.parametrize("flag", [["--lung-nodule-weight", "0"], ["--detection-weight", "-1"],
+                                  ["--hard-nodule-weight", "9", "--size-weighting"]])
 def test_cli_rejects_bad_loss_weights(tmp_path, capsys, flag):
     from medcert.cli.main import main
 
     assert main(["train-demo-model", "--out", str(tmp_path / "m.safetensors"), *flag]) == 65
     err = capsys.readouterr().err
     assert "--lung-nodule-weight in (0, 100]" in err and "Traceback" not in err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_cli_hard_nodule_weight_needs_size_weighting(tmp_path, capsys):
+    from medcert.cli.main import main
+
+    assert main(["train-demo-model", "--out", str(tmp_path / "m.safetensors"), "--hard-nodule-weight", "3"]) == 65
+    err = capsys.readouterr().err
+    assert "--hard-nodule-weight needs --size-weighting" in err and "Traceback" not in err
     assert not (tmp_path / "m.safetensors").exists()
 
 
@@ -189,7 +199,8 @@ def test_nodule_stage_starts_from_a_trained_file_and_leaves_the_lungs_alone(tiny
 
     cfg = TrainConfig(out=tmp_path / "stage2.safetensors", seed=1, steps=2, initial_cases=1, threads=1,
                       model_config=TINY_CONFIG, adapter=TINY_ADAPTER, nodule_patch=(24, 16, 8), nodule_batch=1,
-                      phantom_overrides=TINY, init=tiny_weights, nodule_only=True, size_weighting=True, lr=5e-4)
+                      phantom_overrides=TINY, init=tiny_weights, nodule_only=True, size_weighting=True, lr=5e-4,
+                      hard_nodule_weight=2)
     first, second = load_weights(tiny_weights), load_weights(train(cfg, log=lambda _m: None))
     for k, v in first.state_dict.items():
         if k.startswith("lung."):
@@ -198,6 +209,7 @@ def test_nodule_stage_starts_from_a_trained_file_and_leaves_the_lungs_alone(tiny
     info = second.metrics["training"]
     assert info["steps"] == 2 and info["nodule_only"] and info["size_weighting"]
     assert info["nodule_patch"] == [24, 16, 8] and info["nodule_batch"] == 1 and info["tiny_nodule_mm"] == 5.0
+    assert info["hard_nodule_weight"] == 2
     assert info["init"]["file_sha256"] == first.digest_hex and info["init"]["training"]["step_pairs"] == 3
     assert set(info["final_loss_mean100"]) == {"nodule"}
     other = {**TINY_CONFIG, "nodule": {**TINY_CONFIG["nodule"], "channels": [4, 4]}}

@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="add the per-nodule detection loss with this weight (default 0: off)")
     p.add_argument("--lung-nodule-weight", type=float, default=1.0,
                    help="cross-entropy weight of nodule voxels (labelled lung) in the lung network's loss (default 1)")
+    p.add_argument("--hard-nodule-weight", type=int, default=1,
+                   help="with --size-weighting: multiply the weight of faint and juxtapleural nodules (1-8)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
     p.add_argument("--nodule-patch", type=_patch, default=NODULE_PATCH, metavar="X,Y,Z",
                    help=f"nodule-network training patch, canonical voxels (default {','.join(map(str, NODULE_PATCH))})")
@@ -65,9 +67,12 @@ def run(args: argparse.Namespace) -> int:
         raise MedCertError(f"--seed must be in 0..{MAX_RUN_SEED}")
     if args.minutes <= 0 or (args.steps is not None and args.steps <= 0) or args.threads < 1 \
             or args.nodule_batch < 1 or not 0 <= args.detection_weight <= 100 \
-            or not 0 < args.lung_nodule_weight <= 100:
+            or not 0 < args.lung_nodule_weight <= 100 or not 1 <= args.hard_nodule_weight <= 8:
         raise MedCertError("--minutes, --steps, --threads and --nodule-batch must be positive, "
-                           "--detection-weight in 0..100, --lung-nodule-weight in (0, 100]")
+                           "--detection-weight in 0..100, --lung-nodule-weight in (0, 100], "
+                           "--hard-nodule-weight in 1..8")
+    if args.hard_nodule_weight != 1 and not args.size_weighting:
+        raise MedCertError("--hard-nodule-weight needs --size-weighting (it multiplies the size weights)")
     if args.device.startswith("cuda"):
         import torch
 
@@ -85,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
                       size_weighting=args.size_weighting, lr=args.lr,
                       nodule_patch=args.nodule_patch, nodule_batch=args.nodule_batch,
                       detection_weight=args.detection_weight, lung_nodule_weight=args.lung_nodule_weight,
+                      hard_nodule_weight=args.hard_nodule_weight,
                       lr_min=min(2e-5, args.lr / 50))
     train(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(out)

@@ -140,7 +140,8 @@ class TrainingCase(Case):
     dense_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int32))
     # uint8: 0 outside nodules; inside, round(clip(sqrt(SMALL_NODULE_REF / component voxels), 1, 8)), so that a
     # small nodule's voxels can weigh as much in the loss as a large nodule's (see TrainConfig.size_weighting);
-    # TINY inside components below TINY_NODULE_MM (equivalent diameter on the grid).
+    # TINY inside components below TINY_NODULE_MM (equivalent diameter on the grid); hard components (faint or
+    # touching the lung's edge, see hard_nodule_components) have their weight multiplied by ``hard_weight``.
     nodule_weight: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), dtype=np.uint8))
 
 
@@ -150,9 +151,30 @@ SMALL_NODULE_REF = 500.0  # voxels (a 20 mm nodule at 2 mm): components this lar
 # size weighting they are left out of the nodule loss (neither nodule nor background), see docs/demo-model.md.
 TINY_NODULE_MM = 5.0
 TINY = 255  # their value in TrainingCase.nodule_weight
+FAINT_HU = -300.0  # nodules whose median intensity lies below this are faint (ground-glass, most part-solid)
 
 
-def make_training_case(seed: int, spec: PreprocessSpec, overrides: dict[str, Any] | None = None) -> TrainingCase:
+def hard_nodule_components(comp: np.ndarray, n: int, image: np.ndarray, sides: np.ndarray,
+                           faint_level: float) -> np.ndarray:
+    """Boolean per component label (index 0, background, False): the nodule is faint (median intensity below
+    ``faint_level``, window units) or juxtapleural (one voxel beyond it, in 6-connectivity, lies outside both lungs)."""
+    hard = np.zeros(n + 1, dtype=bool)
+    for i, sl in enumerate(ndimage.find_objects(comp), start=1):
+        if sl is None:
+            continue
+        grown = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sl)
+        m = comp[grown] == i
+        ring = ndimage.binary_dilation(m) & ~m
+        hard[i] = bool(np.median(image[grown][m]) < faint_level) or bool((sides[grown][ring] == 0).any())
+    return hard
+
+
+def make_training_case(seed: int, spec: PreprocessSpec, overrides: dict[str, Any] | None = None,
+                       hard_weight: int = 1) -> TrainingCase:
+    """The phantom for ``seed`` on the work grid with the nodule network's targets; ``hard_weight`` (1-8)
+    multiplies the size weight of hard nodules (see ``hard_nodule_components``)."""
+    if not 1 <= hard_weight <= 8:
+        raise ValueError("hard_weight must be 1-8")
     base = make_case(seed, spec, overrides)
     lo, hi = spec.window
     dense_level = (DENSE_HU - lo) / (hi - lo)
@@ -168,6 +190,10 @@ def make_training_case(seed: int, spec: PreprocessSpec, overrides: dict[str, Any
     comp, n = ndimage.label(nodule)
     sizes = np.bincount(comp.reshape(-1), minlength=n + 1).astype(np.float64)
     per_comp = np.rint(np.clip(np.sqrt(SMALL_NODULE_REF / np.maximum(sizes, 1.0)), 1.0, 8.0)).astype(np.uint8)
+    if hard_weight > 1 and n:
+        faint_level = (FAINT_HU - lo) / (hi - lo)
+        hard = hard_nodule_components(comp, n, base.image.astype(np.float32), sides, faint_level)
+        per_comp[hard] *= np.uint8(hard_weight)  # at most 8 * 8 = 64 < TINY
     per_comp[equivalent_diameter_mm(sizes * spec.spacing_mm ** 3) < TINY_NODULE_MM] = TINY
     per_comp[0] = 0
     return TrainingCase(seed=base.seed, image=base.image, midline=base.midline, labels=sides,

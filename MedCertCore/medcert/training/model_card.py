@@ -67,6 +67,8 @@ def _stage(tr: dict[str, Any]) -> str:
             tiny = tr.get("tiny_nodule_mm")
             what += " (nodule voxels weighted by nodule size" + (
                 f", components under {tiny} mm left out of the loss)" if tiny is not None else ")")
+            if tr.get("hard_nodule_weight"):
+                what += f", faint and juxtapleural nodules weighted × {tr['hard_nodule_weight']}"
     else:
         what = f"{tr.get('steps', '?')} steps"
     if tr.get("detection_weight"):

@@ -79,6 +79,9 @@ class TrainConfig:
     # nodule that the lung network leaves out as "background" (soft tissue) is lost however sure the nodule
     # network is.
     lung_nodule_weight: float = 1.0
+    # With size weighting: multiplies the weight of faint (ground-glass, part-solid) and juxtapleural nodules,
+    # the kinds the nodule network misses most (see medcert.training.dataset.hard_nodule_components).
+    hard_nodule_weight: int = 1
     checkpoint_minutes: float = 10.0
     overwrite: bool = False
     log_every: int = 25
@@ -125,7 +128,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         seed = training_phantom_seed(cfg.seed, n_cases)
         n_cases += 1
         try:
-            pool.append(make_training_case(seed, spec, cfg.phantom_overrides))
+            pool.append(make_training_case(seed, spec, cfg.phantom_overrides, cfg.hard_nodule_weight))
         except (ValueError, MedCertError) as exc:  # a degenerate phantom is skipped, deterministically
             log(f"skipping phantom {seed}: {exc}")
         if len(pool) > cfg.pool_size:
@@ -226,6 +229,8 @@ def _save(cfg: TrainConfig, model: torch.nn.Module, path: Path, step: int, n_cas
         info.update(nodule_only=cfg.nodule_only, size_weighting=cfg.size_weighting, lr=cfg.lr)
     if cfg.size_weighting:
         info["tiny_nodule_mm"] = TINY_NODULE_MM
+        if cfg.hard_nodule_weight != 1:
+            info["hard_nodule_weight"] = cfg.hard_nodule_weight
     if cfg.detection_weight > 0:
         info["detection_weight"] = cfg.detection_weight
     if cfg.lung_nodule_weight != 1.0 and not cfg.nodule_only:
