@@ -9,16 +9,15 @@ bash "$root/scripts/bootstrap.sh"
 py="$root/.venv/bin/python"
 out="${1:-$root/build/demo-model}"
 mkdir -p "$out"
-# Stage 1: both networks (nodule network on 48^3 cubes; nodule voxels weigh 30 in the lung network's
+# Stage 1: both networks (nodule network on 48^3 cubes; nodule voxels weigh 10 in the lung network's
 # cross-entropy, so the lung mask keeps large and juxtapleural nodules). Stage 2: the nodule network alone on
-# new phantoms, small nodules weighted up and faint or juxtapleural ones 3 times more, on patches shaped like the
-# inference tiles in y and z (96x64x32), plus the per-nodule detection loss (each nodule's peak up, the patch's
-# highest background logits down).
+# new phantoms, small nodules weighted up, on patches shaped like the inference tiles in y and z (96x64x32), plus the
+# per-nodule detection loss (each nodule's peak up, the patch's highest background logits down).
 "$root/.venv/bin/medcert" train-demo-model --out "$out/stage1.safetensors" --seed 0 --minutes 62 --threads 2 \
-    --lung-nodule-weight 30 --overwrite
+    --lung-nodule-weight 10 --overwrite
 "$root/.venv/bin/medcert" train-demo-model --out "$out/trained.safetensors" --seed 1 --minutes 27.5 --threads 2 \
-    --init "$out/stage1.safetensors" --nodule-only --size-weighting --hard-nodule-weight 3 --lr 1e-3 \
-    --nodule-patch 96,64,32 --nodule-batch 2 --detection-weight 1.0 --overwrite
+    --init "$out/stage1.safetensors" --nodule-only --size-weighting --lr 1e-3 --nodule-patch 96,64,32 \
+    --nodule-batch 2 --detection-weight 1.0 --overwrite
 "$py" -m medcert.training.operating_point --weights "$out/trained.safetensors" \
     --out "$out/medcert-lung-demo.safetensors" --n 16 --jobs 2 --max-fp 1.0
 "$py" -m medcert.training.evaluate --weights "$out/medcert-lung-demo.safetensors" --n 50 --seed-start 900000 \
