@@ -99,6 +99,11 @@ def _autocast(cfg: TrainConfig) -> contextlib.AbstractContextManager[Any]:
     return torch.autocast(device_type=cfg.device.split(":")[0], dtype=torch.bfloat16)
 
 
+def _input(x: np.ndarray, device: str) -> torch.Tensor:
+    """A ``[B, C, X, Y, Z]`` batch on ``device`` in the channels-last layout of the model's weights."""
+    return torch.from_numpy(x).to(device, memory_format=torch.channels_last_3d)
+
+
 def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> float:
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -114,7 +119,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     spec = PreprocessSpec.from_json(cfg.adapter)
     model = build_model(ARCHITECTURE, cfg.model_config)
     init_info = _load_init(cfg, model) if cfg.init is not None else None
-    model = model.to(cfg.device)
+    # Channels-last 3-D layout: oneDNN's convolutions run 1.2-1.5x faster per training step on CPU
+    # (python -m medcert.training.bench_steps).
+    model = model.to(cfg.device, memory_format=torch.channels_last_3d)
     opt_lung = torch.optim.AdamW(model.lung.parameters(), lr=cfg.lr, weight_decay=1e-4)
     opt_nod = torch.optim.AdamW(model.nodule.parameters(), lr=cfg.lr, weight_decay=1e-4)
     lung_sampler = PatchSampler(tuple(cfg.adapter["patch"]), p_nodule=0.2, p_lung=0.55)  # type: ignore[arg-type]
@@ -157,7 +164,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         if not cfg.nodule_only:
             x, y, nod = lung_sampler.draw_with_nodules(pool, rng)
             since_case += y.size
-            xt, yt = torch.from_numpy(x[None]).to(cfg.device), torch.from_numpy(y[None]).to(cfg.device)
+            xt, yt = _input(x[None], cfg.device), torch.from_numpy(y[None]).to(cfg.device)
             vw = None
             if cfg.lung_nodule_weight != 1.0 and nod is not None and nod.any():
                 vw = torch.from_numpy(np.where(nod, np.float32(cfg.lung_nodule_weight), np.float32(1.0))[None])
@@ -171,7 +178,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         sizes = torch.from_numpy(yn[:, None]).to(cfg.device)
         target, weight = nodule_targets(sizes, cfg.size_weighting)
         with _autocast(cfg):
-            out = model.nodule(torch.from_numpy(xn).to(cfg.device)).float()
+            out = model.nodule(_input(xn, cfg.device)).float()
         loss = nodule_loss(out, target, cfg.nodule_pos_weight, weight)
         if cfg.detection_weight > 0:
             loss = loss + cfg.detection_weight * detection_loss(out, sizes)
