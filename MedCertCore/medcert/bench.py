@@ -1,12 +1,17 @@
 """``python -m medcert.bench``: plain vs certified forward, verify vs certify, digest throughput, sizes.
 
-Prints ratios measured in one run on the same volume (timings are medians of alternating repeats).
+Prints ratios measured in one run on the same volume (timings are medians of alternating repeats);
+``--json FILE`` also writes the timings with the model's identity and the machine (read by
+``python -m medcert.training.model_card --speed FILE``).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import os
+import platform
 import statistics
 import tempfile
 import time
@@ -42,7 +47,8 @@ def _study_volume(full_size: bool):
     return Volume(np.ascontiguousarray(vol.voxels[:, :, start:start + 130]), m, vol.identity)
 
 
-def prepare_bench_inputs(tmp: Path, *, full_size: bool = False, threads: int | None = None) -> BenchInputs:
+def prepare_bench_inputs(tmp: Path, *, full_size: bool = False, threads: int | None = None,
+                         weights: Path | None = None) -> BenchInputs:
     """Write a study, keys and weights into ``tmp`` and certify once."""
     from medcert.io import write_scalar_nrrd
     from medcert.keys import generate_keypair
@@ -53,7 +59,7 @@ def prepare_bench_inputs(tmp: Path, *, full_size: bool = False, threads: int | N
     vol = _study_volume(full_size)
     study = write_scalar_nrrd(tmp / "bench-study.nrrd", vol.voxels, vol.ijk_to_ras)
     key, pub = generate_keypair(tmp / "keys")
-    weights = default_weights_path() or write_placeholder_weights(tmp / "placeholder.safetensors")
+    weights = weights or default_weights_path() or write_placeholder_weights(tmp / "placeholder.safetensors")
     res = segment_to_files(study, key, tmp / "out", weights_path=weights, threads=threads,
                            audit_db=tmp / "audit.sqlite")
     return BenchInputs(study, Path(weights), key, pub, res.sidecar, res.labelmap, res.trace_id,
@@ -69,7 +75,30 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _cpu_name() -> str:
+    """The CPU model as the OS reports it (``platform.processor()`` is often empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def speed_record(*, model: dict[str, str], shape: tuple[int, ...], spacing: tuple[float, ...], threads: int,
+                 timings: dict[str, float], repeats: int) -> dict:
+    """What ``--json`` writes: the model measured, the volume, the machine and the timings in seconds."""
+    return {"model": model, "volume_shape": [int(n) for n in shape],
+            "spacing_mm": [round(float(s), 3) for s in spacing], "threads": int(threads),
+            "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "repeats": int(repeats),
+            "timings_s": {k: round(float(v), 2) for k, v in timings.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from medcert.atomic import atomic_write_bytes
     from medcert.certificate import core_bytes
     from medcert.inference import WeightsAdapter
     from medcert.inference.engine import sliding_window_logits
@@ -83,10 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full-size", action="store_true", help="512×512×130 study (default: small)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--weights", type=Path, help="weights file (default: the bundled demo model)")
+    ap.add_argument("--json", type=Path, help="also write the timings, model identity and machine here")
     args = ap.parse_args(argv)
+    if args.weights is not None and not args.weights.is_file():
+        ap.error(f"no weights file {args.weights}")
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        inp = prepare_bench_inputs(tmp, full_size=args.full_size, threads=args.threads)
+        inp = prepare_bench_inputs(tmp, full_size=args.full_size, threads=args.threads, weights=args.weights)
         vol = load_volume(inp.study)
         w = load_weights(inp.weights)
         adapter = WeightsAdapter.from_weights(w)
@@ -125,6 +158,14 @@ def main(argv: list[str] | None = None) -> int:
               f"(ratio {t_sha / t_src:.2f})")
         print(f"signed core          {len(core_bytes(rec.core)):8d} bytes")
         print(f"sidecar              {inp.sidecar_bytes:8d} bytes (1 certificate)")
+        if args.json:
+            rec_json = speed_record(
+                model={"name": w.name, "version": w.version, "sha256": w.digest_hex}, shape=vol.shape,
+                spacing=vol.spacing, threads=args.threads or torch.get_num_threads(), repeats=args.repeats,
+                timings={"forward_plain": t_plain, "forward_certified": t_cert, "segment_certify": t_segment,
+                         "verify_replay": t_verify})
+            atomic_write_bytes(args.json, (json.dumps(rec_json, indent=1) + "\n").encode(), overwrite=True)
+            print(f"wrote {args.json}")
     return 0
 
 

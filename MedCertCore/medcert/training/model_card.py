@@ -1,10 +1,12 @@
 """Write ``MODEL_CARD.md`` from a weights file: identity, digest and the figures stored in its metadata.
 
     python -m medcert.training.model_card --weights Resources/Models/medcert-lung-demo.safetensors \
-        --out Resources/Models/MODEL_CARD.md
+        --out Resources/Models/MODEL_CARD.md [--speed docs/results/bench-full-size-2.2.0.json]
 
-Every figure in the card is read from the weights file's ``medcert.metrics`` (written by the trainer and by
-``python -m medcert.training.evaluate --update-weights-metrics``), so the card cannot drift from the file.
+Every quality figure in the card is read from the weights file's ``medcert.metrics`` (written by the trainer and
+by ``python -m medcert.training.evaluate --update-weights-metrics``), so the card cannot drift from the file.
+Speed depends on the machine, not the file: ``--speed`` takes the JSON of ``python -m medcert.bench --full-size
+--json``, which must name this file's digest.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,50 @@ def recorded_digest(card_text: str) -> str | None:
     """The hex SHA-256 recorded in a model card, or None."""
     m = DIGEST_LINE.search(card_text)
     return m.group(1) if m else None
+
+
+SPEED_TIMINGS = ("forward_plain", "forward_certified", "segment_certify", "verify_replay")
+
+
+class SpeedRecordError(ValueError):
+    """A speed record that is malformed or measured on another weights file."""
+
+
+def load_speed(path: str | Path, w: ModelWeights) -> dict[str, Any]:
+    """Read and validate a ``medcert.bench --json`` record for ``w``."""
+    try:
+        rec = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SpeedRecordError(f"cannot read speed record {path}: {e}") from None
+    if not isinstance(rec, dict) or not isinstance(rec.get("model"), dict):
+        raise SpeedRecordError(f"speed record {path}: no model identity")
+    if rec["model"].get("sha256") != w.digest_hex:
+        raise SpeedRecordError(f"speed record {path} was measured on weights {rec['model'].get('sha256')!s:.16}…, "
+                               f"not on {w.digest_hex[:16]}…")
+    t = rec.get("timings_s")
+    shape, spacing = rec.get("volume_shape"), rec.get("spacing_mm")
+    ok = (isinstance(t, dict) and all(isinstance(t.get(k), int | float) and t[k] > 0 for k in SPEED_TIMINGS)
+          and isinstance(shape, list) and len(shape) == 3 and all(isinstance(n, int) and n > 0 for n in shape)
+          and isinstance(spacing, list) and len(spacing) == 3 and all(isinstance(v, int | float) for v in spacing)
+          and isinstance(rec.get("threads"), int) and isinstance(rec.get("cpu"), str))
+    if not ok:
+        raise SpeedRecordError(f"speed record {path}: missing or invalid fields")
+    return rec
+
+
+def _speed_lines(rec: dict[str, Any]) -> list[str]:
+    t = rec["timings_s"]
+    shape = " × ".join(map(str, rec["volume_shape"]))
+    spacing = " × ".join(f"{v:g}" for v in rec["spacing_mm"])
+    return ["## Speed", "",
+            f"Measured by `python -m medcert.bench --full-size` on a generated {shape} chest CT ({spacing} mm), "
+            f"{rec['threads']} CPU thread(s), {rec['cpu']}:", "",
+            "| Step | Time |", "|---|---|",
+            f"| Forward pass, plain | {t['forward_plain']:.1f} s |",
+            f"| Forward pass with trajectory fingerprint | {t['forward_certified']:.1f} s |",
+            f"| Segment + certify (resampling, forward, explanation, findings, signed sidecar) | "
+            f"{t['segment_certify']:.1f} s |",
+            f"| Replay verification | {t['verify_replay']:.1f} s |", ""]
 
 
 def _held_out_rows(s: dict[str, Any]) -> list[str]:
@@ -105,8 +152,8 @@ def _loss(value: Any) -> str:
     return str(value)
 
 
-def render(w: ModelWeights) -> str:
-    """The model card text for ``w``."""
+def render(w: ModelWeights, speed: dict[str, Any] | None = None) -> str:
+    """The model card text for ``w``, with a speed section from a validated ``load_speed`` record."""
     m = w.metrics
     tr = m.get("training", {})
     lines = [
@@ -161,6 +208,8 @@ def render(w: ModelWeights) -> str:
                   "### Quality targets", "", "| Target | Status |", "|---|---|", *_target_rows(held), ""]
     else:
         lines += ["## Validation", "", "No held-out evaluation is stored in this file.", ""]
+    if speed:
+        lines += _speed_lines(speed)
     lines += [
         "## Limitations",
         "- Phantoms are not patients: real anatomy, pathology (emphysema, effusion, consolidation, fibrosis),",
@@ -175,9 +224,11 @@ def render(w: ModelWeights) -> str:
     return "\n".join(lines)
 
 
-def write_card(weights_path: str | Path, out: str | Path) -> Path:
+def write_card(weights_path: str | Path, out: str | Path, speed_path: str | Path | None = None) -> Path:
     out = Path(out)
-    atomic_write_bytes(out, render(load_weights(weights_path)).encode("utf-8"), overwrite=True)
+    w = load_weights(weights_path)
+    speed = load_speed(speed_path, w) if speed_path else None
+    atomic_write_bytes(out, render(w, speed).encode("utf-8"), overwrite=True)
     return out
 
 
@@ -185,8 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m medcert.training.model_card", description=__doc__.splitlines()[0])
     ap.add_argument("--weights", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--speed", help="JSON of `python -m medcert.bench --full-size --json` for these weights")
     args = ap.parse_args(argv)
-    print(write_card(args.weights, args.out))
+    try:
+        print(write_card(args.weights, args.out, args.speed))
+    except SpeedRecordError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
