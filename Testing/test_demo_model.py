@@ -18,13 +18,14 @@ from medcert.sidecar import read_sidecar
 from medcert.tolerance import DEFAULT_PROFILE
 from medcert.training.config import ADAPTER, ARCHITECTURE, HELD_OUT_SEED_START, MODEL_CONFIG, MODEL_NAME
 from medcert.training.metrics import dice, nodule_scores
-from medcert.training.model_card import recorded_digest, render
+from medcert.training.model_card import load_speed, recorded_digest, render
 from medcert.weights import default_weights_path, load_weights
 from scipy import ndimage
 
 MODELS = Path(__file__).resolve().parents[1] / "Resources" / "Models"
 WEIGHTS = MODELS / "medcert-lung-demo.safetensors"
 CARD = MODELS / "MODEL_CARD.md"
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 # A held-out phantom seed (never used in training), coarse enough for a test, one inserted 15 mm nodule.
 PHANTOM = {"spacing_xy": 2.5, "thickness": 5.0, "nodule_diameters": [15.0], "nodule_kinds": ["solid"],
            "oblique_deg": 0.0}
@@ -52,7 +53,10 @@ def test_shipped_file_loads_and_matches_model_card(weights):
     assert len(data) <= 10 * 1024 * 1024
     card = CARD.read_text(encoding="utf-8")
     assert recorded_digest(card) == hashlib.sha256(data).hexdigest() == weights.digest_hex
-    assert card == render(weights)  # every figure in the card comes from the file's metadata
+    # Every quality figure in the card comes from the file's metadata; its speed section from the bench record
+    # measured on this very file (load_speed checks the digest).
+    speed = load_speed(RESULTS / f"bench-full-size-{weights.version}.json", weights)
+    assert card == render(weights, speed)
     assert (weights.name, weights.architecture, weights.config, weights.adapter) == \
         (MODEL_NAME, ARCHITECTURE, MODEL_CONFIG, ADAPTER)  # the current recipe (scripts/build-demo-model.sh)
     assert weights.architecture in known_architectures()
