@@ -37,6 +37,17 @@ def test_lung_labels_absorb_nodules_on_their_own_side(case):
     assert (case.image[tuple(dense.T)].astype(np.float32) * 1500 - 1000 > DENSE_HU - 0.5).all()
 
 
+def test_dense_threshold_moves_the_hard_negatives(case):
+    higher = make_training_case(21, SPEC, TINY, dense_hu=-300.0)
+    hu = higher.image[tuple(higher.dense_points.T)].astype(np.float32) * 1500 - 1000
+    assert len(higher.dense_points) and (hu > -300.0 - 0.5).all()
+    # Fewer lung voxels lie above -300 HU than above -600 HU (counted before the 20000-point cap).
+    lung = (case.labels > 0) & ~case.nodule
+    img = case.image.astype(np.float32) * 1500 - 1000
+    assert (lung & (img > -300.0)).sum() < (lung & (img > DENSE_HU)).sum()
+    assert np.array_equal(higher.labels, case.labels) and np.array_equal(higher.nodule, case.nodule)
+
+
 def test_nodule_patches_are_deterministic_and_aligned(case):
     s = NoduleSampler((16, 16, 16), p_nodule=1.0, p_lung=0.0, p_dense=0.0)
     a = s.draw([case], np.random.default_rng([1, 2]), 4)

@@ -120,6 +120,16 @@ def test_cli_rejects_bad_loss_weights(tmp_path, capsys, flag):
     assert not (tmp_path / "m.safetensors").exists()
 
 
+@pytest.mark.parametrize("value", ["-1000", "500", "nan"])
+def test_cli_rejects_a_dense_threshold_outside_the_window(tmp_path, capsys, value):
+    from medcert.cli.main import main
+
+    assert main(["train-demo-model", "--out", str(tmp_path / "m.safetensors"), "--dense-hu", value]) == 65
+    err = capsys.readouterr().err
+    assert "--dense-hu must be in (-1000, 500)" in err and "Traceback" not in err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 def test_cli_hard_nodule_weight_needs_size_weighting(tmp_path, capsys):
     from medcert.cli.main import main
 
@@ -200,7 +210,7 @@ def test_nodule_stage_starts_from_a_trained_file_and_leaves_the_lungs_alone(tiny
     cfg = TrainConfig(out=tmp_path / "stage2.safetensors", seed=1, steps=2, initial_cases=1, threads=1,
                       model_config=TINY_CONFIG, adapter=TINY_ADAPTER, nodule_patch=(24, 16, 8), nodule_batch=1,
                       phantom_overrides=TINY, init=tiny_weights, nodule_only=True, size_weighting=True, lr=5e-4,
-                      hard_nodule_weight=2)
+                      hard_nodule_weight=2, dense_hu=-400.0)
     first, second = load_weights(tiny_weights), load_weights(train(cfg, log=lambda _m: None))
     for k, v in first.state_dict.items():
         if k.startswith("lung."):
@@ -209,7 +219,7 @@ def test_nodule_stage_starts_from_a_trained_file_and_leaves_the_lungs_alone(tiny
     info = second.metrics["training"]
     assert info["steps"] == 2 and info["nodule_only"] and info["size_weighting"]
     assert info["nodule_patch"] == [24, 16, 8] and info["nodule_batch"] == 1 and info["tiny_nodule_mm"] == 5.0
-    assert info["hard_nodule_weight"] == 2
+    assert info["hard_nodule_weight"] == 2 and info["dense_hu"] == -400.0
     assert info["init"]["file_sha256"] == first.digest_hex and info["init"]["training"]["step_pairs"] == 3
     assert set(info["final_loss_mean100"]) == {"nodule"}
     other = {**TINY_CONFIG, "nodule": {**TINY_CONFIG["nodule"], "channels": [4, 4]}}

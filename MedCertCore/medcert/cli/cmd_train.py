@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="cross-entropy weight of nodule voxels (labelled lung) in the lung network's loss (default 1)")
     p.add_argument("--hard-nodule-weight", type=int, default=1,
                    help="with --size-weighting: multiply the weight of faint and juxtapleural nodules (1-8)")
+    p.add_argument("--dense-hu", type=float, default=-600.0,
+                   help="lung voxels above this HU (not nodule) are the nodule network's hard negatives (default -600)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
     p.add_argument("--nodule-patch", type=_patch, default=NODULE_PATCH, metavar="X,Y,Z",
                    help=f"nodule-network training patch, canonical voxels (default {','.join(map(str, NODULE_PATCH))})")
@@ -82,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         raise MedCertError("--nodule-only needs --init (the trained file whose nodule network continues)")
     if args.init and not Path(args.init).is_file():
         raise MedCertError(f"--init file not found: {args.init}")
+    if not -1000 < args.dense_hu < 500:
+        raise MedCertError("--dense-hu must be in (-1000, 500)")
     if not 0 < args.lr < 1:
         raise MedCertError("--lr must be in (0, 1)")
     cfg = TrainConfig(out=out, seed=args.seed, minutes=args.minutes, steps=args.steps, threads=args.threads,
@@ -90,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                       size_weighting=args.size_weighting, lr=args.lr,
                       nodule_patch=args.nodule_patch, nodule_batch=args.nodule_batch,
                       detection_weight=args.detection_weight, lung_nodule_weight=args.lung_nodule_weight,
-                      hard_nodule_weight=args.hard_nodule_weight,
+                      hard_nodule_weight=args.hard_nodule_weight, dense_hu=args.dense_hu,
                       lr_min=min(2e-5, args.lr / 50))
     train(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(out)

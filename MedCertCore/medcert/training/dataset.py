@@ -170,14 +170,15 @@ def hard_nodule_components(comp: np.ndarray, n: int, image: np.ndarray, sides: n
 
 
 def make_training_case(seed: int, spec: PreprocessSpec, overrides: dict[str, Any] | None = None,
-                       hard_weight: int = 1) -> TrainingCase:
+                       hard_weight: int = 1, dense_hu: float = DENSE_HU) -> TrainingCase:
     """The phantom for ``seed`` on the work grid with the nodule network's targets; ``hard_weight`` (1-8)
-    multiplies the size weight of hard nodules (see ``hard_nodule_components``)."""
+    multiplies the size weight of hard nodules (see ``hard_nodule_components``); lung voxels above ``dense_hu``
+    (not nodule) are the nodule network's hard negatives."""
     if not 1 <= hard_weight <= 8:
         raise ValueError("hard_weight must be 1-8")
     base = make_case(seed, spec, overrides)
     lo, hi = spec.window
-    dense_level = (DENSE_HU - lo) / (hi - lo)
+    dense_level = (dense_hu - lo) / (hi - lo)
     nodule = base.labels == NODULE
     sides = base.labels.copy()
     if nodule.any():  # each nodule voxel takes the side of the nearest lung voxel

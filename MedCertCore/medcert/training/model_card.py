@@ -118,6 +118,8 @@ def _stage(tr: dict[str, Any]) -> str:
                 what += f", faint and juxtapleural nodules weighted × {tr['hard_nodule_weight']}"
     else:
         what = f"{tr.get('steps', '?')} steps"
+    if tr.get("dense_hu") is not None:
+        what += f", hard negatives above {tr['dense_hu']:g} HU"
     if tr.get("detection_weight"):
         what += f", per-nodule detection loss (weight {tr['detection_weight']})"
     if tr.get("lung_nodule_weight"):

@@ -39,7 +39,14 @@ from medcert.training.config import (
     NODULE_PATCH,
     training_phantom_seed,
 )
-from medcert.training.dataset import TINY_NODULE_MM, NoduleSampler, PatchSampler, TrainingCase, make_training_case
+from medcert.training.dataset import (
+    DENSE_HU,
+    TINY_NODULE_MM,
+    NoduleSampler,
+    PatchSampler,
+    TrainingCase,
+    make_training_case,
+)
 from medcert.training.loss import detection_loss, dice_ce_loss, nodule_loss, nodule_targets
 from medcert.weights import save_weights
 
@@ -82,6 +89,8 @@ class TrainConfig:
     # With size weighting: multiplies the weight of faint (ground-glass, part-solid) and juxtapleural nodules,
     # the kinds the nodule network misses most (see medcert.training.dataset.hard_nodule_components).
     hard_nodule_weight: int = 1
+    # Lung voxels above this (not nodule) are sampled as the nodule network's hard negatives.
+    dense_hu: float = DENSE_HU
     checkpoint_minutes: float = 10.0
     overwrite: bool = False
     log_every: int = 25
@@ -135,7 +144,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         seed = training_phantom_seed(cfg.seed, n_cases)
         n_cases += 1
         try:
-            pool.append(make_training_case(seed, spec, cfg.phantom_overrides, cfg.hard_nodule_weight))
+            pool.append(make_training_case(seed, spec, cfg.phantom_overrides, cfg.hard_nodule_weight,
+                                           cfg.dense_hu))
         except (ValueError, MedCertError) as exc:  # a degenerate phantom is skipped, deterministically
             log(f"skipping phantom {seed}: {exc}")
         if len(pool) > cfg.pool_size:
@@ -238,6 +248,8 @@ def _save(cfg: TrainConfig, model: torch.nn.Module, path: Path, step: int, n_cas
         info["tiny_nodule_mm"] = TINY_NODULE_MM
         if cfg.hard_nodule_weight != 1:
             info["hard_nodule_weight"] = cfg.hard_nodule_weight
+    if cfg.dense_hu != DENSE_HU:
+        info["dense_hu"] = cfg.dense_hu
     if cfg.detection_weight > 0:
         info["detection_weight"] = cfg.detection_weight
     if cfg.lung_nodule_weight != 1.0 and not cfg.nodule_only:
