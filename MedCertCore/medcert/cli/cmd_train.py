@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medcert.training.config import NODULE_PATCH
+from medcert.training.config import DENSE_HU, NODULE_PATCH
 
 
 def _patch(text: str) -> tuple[int, int, int]:
@@ -43,8 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="cross-entropy weight of nodule voxels (labelled lung) in the lung network's loss (default 1)")
     p.add_argument("--hard-nodule-weight", type=int, default=1,
                    help="with --size-weighting: multiply the weight of faint and juxtapleural nodules (1-8)")
-    p.add_argument("--dense-hu", type=float, default=-600.0,
-                   help="lung voxels above this HU (not nodule) are the nodule network's hard negatives (default -600)")
+    p.add_argument("--dense-hu", type=float, default=DENSE_HU,
+                   help=f"lung voxels above this HU (not nodule) are the nodule network's hard negatives "
+                   f"(default {DENSE_HU:g})")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
     p.add_argument("--nodule-patch", type=_patch, default=NODULE_PATCH, metavar="X,Y,Z",
                    help=f"nodule-network training patch, canonical voxels (default {','.join(map(str, NODULE_PATCH))})")

@@ -17,6 +17,7 @@ PATCH = (256, 64, 32)
 # cubes and than the inference tiles in y and z, so stage 2 trains on 96 x 64 x 32 patches: what the network
 # sees around a voxel then matches the inference tiles (scripts/build-demo-model.sh).
 NODULE_PATCH = (48, 48, 48)
+DENSE_HU = -600.0  # lung voxels above this (not nodule) are the nodule network's hard negatives
 ADAPTER: dict[str, Any] = {
     "spacing_mm": 2.0, "window": [-1000.0, 500.0], "midline_channel": True, "patch": list(PATCH),
     "overlap": 0.25, "labels": {"1": "right lung", "2": "left lung", "3": "lung nodule"}, "anomaly_label": 3,

@@ -13,6 +13,7 @@ from scipy import ndimage
 from medcert.findings import equivalent_diameter_mm
 from medcert.inference.preprocess import PreprocessSpec, labels_to_grid, preprocess_volume
 from medcert.phantom import LEFT_LUNG, NODULE, RIGHT_LUNG, generate_chest_ct
+from medcert.training.config import DENSE_HU
 
 
 @dataclass
@@ -145,7 +146,6 @@ class TrainingCase(Case):
     nodule_weight: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), dtype=np.uint8))
 
 
-DENSE_HU = -600.0  # lung voxels above this are hard negatives for the nodule network
 SMALL_NODULE_REF = 500.0  # voxels (a 20 mm nodule at 2 mm): components this large or larger weigh 1
 # Components below this equivalent diameter are 1-8 voxels at 2 mm, the size of a vessel's cross-section; with
 # size weighting they are left out of the nodule loss (neither nodule nor background), see docs/demo-model.md.

@@ -21,6 +21,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from medcert.findings import equivalent_diameter_mm
 from medcert.inference.preprocess import PreprocessSpec
 from medcert.training.dataset import FAINT_HU, TrainingCase, extract, extract_mask, make_training_case
 
@@ -44,7 +45,7 @@ def probe_case(case: TrainingCase, nets: list[nn.Module], spec: PreprocessSpec,
     out = []
     for i in range(1, n + 1):
         m = comp == i
-        diameter = float((6.0 * m.sum() * spec.spacing_mm ** 3 / np.pi) ** (1.0 / 3.0))
+        diameter = float(equivalent_diameter_mm(m.sum() * spec.spacing_mm ** 3))
         if diameter < MIN_DIAMETER_MM:
             continue
         centre = np.rint(ndimage.center_of_mass(m)).astype(int)

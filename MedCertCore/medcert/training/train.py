@@ -32,6 +32,7 @@ from medcert.phantom.params import PARAMS_VERSION
 from medcert.training.config import (
     ADAPTER,
     ARCHITECTURE,
+    DENSE_HU,
     INTENDED_USE,
     MODEL_CONFIG,
     MODEL_NAME,
@@ -39,14 +40,7 @@ from medcert.training.config import (
     NODULE_PATCH,
     training_phantom_seed,
 )
-from medcert.training.dataset import (
-    DENSE_HU,
-    TINY_NODULE_MM,
-    NoduleSampler,
-    PatchSampler,
-    TrainingCase,
-    make_training_case,
-)
+from medcert.training.dataset import TINY_NODULE_MM, NoduleSampler, PatchSampler, TrainingCase, make_training_case
 from medcert.training.loss import detection_loss, dice_ce_loss, nodule_loss, nodule_targets
 from medcert.weights import save_weights
 
