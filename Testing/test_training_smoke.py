@@ -228,3 +228,55 @@ def test_nodule_stage_starts_from_a_trained_file_and_leaves_the_lungs_alone(tiny
                           adapter=TINY_ADAPTER, phantom_overrides=TINY, init=tiny_weights, nodule_only=True),
               log=lambda _m: None)
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_hard_nodule_mix_plans_more_nodules_of_every_kind_and_keeps_the_acquisition():
+    from medcert.training.dataset import HARD_MIX_KINDS, training_overrides
+
+    kinds: list[str] = []
+    counts = []
+    for seed in range(110000, 110300):
+        default, hard = training_overrides(seed), training_overrides(seed, "hard")
+        assert hard == training_overrides(seed, "hard")  # deterministic for a seed
+        assert hard["spacing_xy"] == default["spacing_xy"] and "n_nodules" not in hard
+        assert len(hard["nodule_diameters"]) == len(hard["nodule_kinds"])
+        assert all(5.0 <= d <= 20.0 for d in hard["nodule_diameters"])
+        counts.append(len(hard["nodule_diameters"]))
+        kinds += hard["nodule_kinds"]
+    assert min(counts) == 4 and max(counts) == 8
+    assert np.mean(counts) > 1.8 * np.mean([training_overrides(s)["n_nodules"] for s in range(110000, 110300)])
+    shares = [kinds.count(k) / len(kinds) for k in HARD_MIX_KINDS]
+    assert set(kinds) == set(HARD_MIX_KINDS) and all(0.2 < s < 0.3 for s in shares), shares
+    with pytest.raises(ValueError, match="nodule mix"):
+        training_overrides(110000, "easy")
+
+
+def test_a_hard_mix_phantom_holds_the_planned_nodules():
+    from medcert.phantom import generate_chest_ct
+    from medcert.training.dataset import training_overrides
+
+    plan = training_overrides(110002, "hard")
+    ph = generate_chest_ct(110002, **{**plan, "spacing_xy": 3.5, "thickness": 5.0})
+    assert 0.75 * len(plan["nodule_kinds"]) <= len(ph.nodules) <= len(plan["nodule_kinds"])
+    assert {n.kind for n in ph.nodules} <= set(plan["nodule_kinds"])
+    assert sorted(n.diameter_mm for n in ph.nodules) == sorted(
+        d for d in plan["nodule_diameters"] if any(n.diameter_mm == d for n in ph.nodules))
+
+
+def test_training_refuses_an_unknown_nodule_mix_and_writes_nothing(tmp_path):
+    cfg = TrainConfig(out=tmp_path / "m.safetensors", steps=1, initial_cases=1, threads=1, model_config=TINY_CONFIG,
+                      adapter=TINY_ADAPTER, nodule_mix="easy")
+    with pytest.raises(MedCertError, match="nodule mix must be one of default, hard"):
+        train(cfg, log=lambda _m: None)
+    assert not cfg.out.exists()
+
+
+def test_cli_rejects_an_unknown_nodule_mix(tmp_path, capsys):
+    from medcert.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train-demo-model", "--out", str(tmp_path / "m.safetensors"), "--nodule-mix", "easy"])
+    assert exc.value.code == 64
+    err = capsys.readouterr().err
+    assert "invalid choice: 'easy'" in err and "Traceback" not in err
+    assert not (tmp_path / "m.safetensors").exists()

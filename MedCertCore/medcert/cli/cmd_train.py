@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from medcert.training.config import DENSE_HU, NODULE_PATCH
+from medcert.training.dataset import NODULE_MIXES
 
 
 def _patch(text: str) -> tuple[int, int, int]:
@@ -46,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dense-hu", type=float, default=DENSE_HU,
                    help=f"lung voxels above this HU (not nodule) are the nodule network's hard negatives "
                    f"(default {DENSE_HU:g})")
+    p.add_argument("--nodule-mix", choices=NODULE_MIXES, default="default",
+                   help="nodule plan of the training phantoms: default (0-6 nodules of 3-30 mm) or hard "
+                   "(4-8 nodules of 5-20 mm, the four kinds equally often)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
     p.add_argument("--nodule-patch", type=_patch, default=NODULE_PATCH, metavar="X,Y,Z",
                    help=f"nodule-network training patch, canonical voxels (default {','.join(map(str, NODULE_PATCH))})")
@@ -95,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                       size_weighting=args.size_weighting, lr=args.lr,
                       nodule_patch=args.nodule_patch, nodule_batch=args.nodule_batch,
                       detection_weight=args.detection_weight, lung_nodule_weight=args.lung_nodule_weight,
-                      hard_nodule_weight=args.hard_nodule_weight, dense_hu=args.dense_hu,
+                      hard_nodule_weight=args.hard_nodule_weight, dense_hu=args.dense_hu, nodule_mix=args.nodule_mix,
                       lr_min=min(2e-5, args.lr / 50))
     train(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(out)

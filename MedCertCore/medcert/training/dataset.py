@@ -32,11 +32,31 @@ class Case:
         return self.image.nbytes + self.labels.nbytes
 
 
-def training_overrides(phantom_seed: int) -> dict[str, Any]:
-    """Acquisition overrides for training phantoms: coarser in-plane spacing (fast), more nodules."""
+NODULE_MIXES = ("default", "hard")
+# The "hard" mix: more nodules per phantom, sizes where the network misses most, every kind equally often.
+HARD_MIX_COUNT = (4, 8)
+HARD_MIX_DIAMETER_MM = (5.0, 20.0)
+HARD_MIX_KINDS = ("solid", "part-solid", "ground-glass", "juxtapleural")
+
+
+def training_overrides(phantom_seed: int, nodule_mix: str = "default") -> dict[str, Any]:
+    """Acquisition overrides for training phantoms: coarser in-plane spacing (fast), more nodules.
+
+    ``nodule_mix="hard"`` replaces the nodule plan by 4-8 nodules of 5-20 mm (log-uniform), the four kinds
+    equally likely (the generator's default is 0-5 nodules of 3-30 mm, 40 % solid); the acquisition is the same."""
+    if nodule_mix not in NODULE_MIXES:
+        raise ValueError(f"nodule mix must be one of {', '.join(NODULE_MIXES)}")
     rng = np.random.default_rng([phantom_seed, 77])
     n = int(rng.choice([0, 1, 2, 3, 3, 4, 4, 5, 6]))
-    return {"spacing_xy": float(math.exp(rng.uniform(math.log(1.0), math.log(3.0)))), "n_nodules": n}
+    ov: dict[str, Any] = {"spacing_xy": float(math.exp(rng.uniform(math.log(1.0), math.log(3.0)))), "n_nodules": n}
+    if nodule_mix == "hard":
+        hard = np.random.default_rng([phantom_seed, 80])
+        lo, hi = (math.log(d) for d in HARD_MIX_DIAMETER_MM)
+        count = int(hard.integers(HARD_MIX_COUNT[0], HARD_MIX_COUNT[1] + 1))
+        del ov["n_nodules"]
+        ov["nodule_diameters"] = [float(math.exp(hard.uniform(lo, hi))) for _ in range(count)]
+        ov["nodule_kinds"] = [str(hard.choice(HARD_MIX_KINDS)) for _ in range(count)]
+    return ov
 
 
 def make_case(seed: int, spec: PreprocessSpec, overrides: dict[str, Any] | None = None) -> Case:

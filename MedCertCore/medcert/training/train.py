@@ -40,7 +40,15 @@ from medcert.training.config import (
     NODULE_PATCH,
     training_phantom_seed,
 )
-from medcert.training.dataset import TINY_NODULE_MM, NoduleSampler, PatchSampler, TrainingCase, make_training_case
+from medcert.training.dataset import (
+    NODULE_MIXES,
+    TINY_NODULE_MM,
+    NoduleSampler,
+    PatchSampler,
+    TrainingCase,
+    make_training_case,
+    training_overrides,
+)
 from medcert.training.loss import detection_loss, dice_ce_loss, nodule_loss, nodule_targets
 from medcert.weights import save_weights
 
@@ -85,6 +93,8 @@ class TrainConfig:
     hard_nodule_weight: int = 1
     # Lung voxels above this (not nodule) are sampled as the nodule network's hard negatives.
     dense_hu: float = DENSE_HU
+    # Nodule plan of the training phantoms (medcert.training.dataset.training_overrides): "default" or "hard".
+    nodule_mix: str = "default"
     checkpoint_minutes: float = 10.0
     overwrite: bool = False
     log_every: int = 25
@@ -117,6 +127,8 @@ def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> float:
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     if cfg.precision not in PRECISIONS:
         raise MedCertError(f"precision must be one of {', '.join(PRECISIONS)}")
+    if cfg.nodule_mix not in NODULE_MIXES:
+        raise MedCertError(f"nodule mix must be one of {', '.join(NODULE_MIXES)}")
     torch.set_num_threads(max(1, int(cfg.threads)))
     torch.manual_seed(cfg.seed)
     spec = PreprocessSpec.from_json(cfg.adapter)
@@ -138,8 +150,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         seed = training_phantom_seed(cfg.seed, n_cases)
         n_cases += 1
         try:
-            pool.append(make_training_case(seed, spec, cfg.phantom_overrides, cfg.hard_nodule_weight,
-                                           cfg.dense_hu))
+            overrides = cfg.phantom_overrides
+            if overrides is None:
+                overrides = training_overrides(seed, cfg.nodule_mix)
+            pool.append(make_training_case(seed, spec, overrides, cfg.hard_nodule_weight, cfg.dense_hu))
         except (ValueError, MedCertError) as exc:  # a degenerate phantom is skipped, deterministically
             log(f"skipping phantom {seed}: {exc}")
         if len(pool) > cfg.pool_size:
@@ -244,6 +258,8 @@ def _save(cfg: TrainConfig, model: torch.nn.Module, path: Path, step: int, n_cas
             info["hard_nodule_weight"] = cfg.hard_nodule_weight
     if cfg.dense_hu != DENSE_HU:
         info["dense_hu"] = cfg.dense_hu
+    if cfg.nodule_mix != "default":
+        info["nodule_mix"] = cfg.nodule_mix
     if cfg.detection_weight > 0:
         info["detection_weight"] = cfg.detection_weight
     if cfg.lung_nodule_weight != 1.0 and not cfg.nodule_only:
