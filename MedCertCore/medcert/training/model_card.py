@@ -76,6 +76,7 @@ def _speed_lines(rec: dict[str, Any]) -> list[str]:
 
 def _held_out_rows(s: dict[str, Any]) -> list[str]:
     kinds = ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in s.get("sensitivity_by_kind_ge6mm", {}).items())
+    slices = ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in s.get("sensitivity_by_slice_ge6mm", {}).items())
     return [
         f"| Scans (held-out seeds {s['seeds'][0]}..{s['seeds'][1]}) | {s['n_scans']} |",
         f"| Right lung Dice, mean (min) | {s['dice_right_mean']:.4f} ({s['dice_right_min']:.4f}) |",
@@ -83,6 +84,7 @@ def _held_out_rows(s: dict[str, Any]) -> list[str]:
         f"| Left/right swaps | {s['lr_swaps']} |",
         f"| Nodule sensitivity, ≥ 6 mm | {s['sensitivity_ge6mm']:.3f} ({s['detected_ge6mm']}/{s['nodules_ge6mm']}) |",
         f"| — by kind (detected/total) | {kinds} |",
+        *([f"| — by slice thickness (detected/total) | {slices} |"] if slices else []),
         f"| Nodules < 6 mm detected | {s['detected_lt6mm']}/{s['nodules_lt6mm']} |",
         f"| False-positive components per scan (any size) | {s['fp_per_scan']:.2f} |",
         f"| False positives ≥ 3 mm per scan | {s['fp_ge3mm_per_scan']:.2f} |",
