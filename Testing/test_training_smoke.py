@@ -280,3 +280,16 @@ def test_cli_rejects_an_unknown_nodule_mix(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "invalid choice: 'easy'" in err and "Traceback" not in err
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_a_nodule_stage_on_the_hard_mix_records_it_in_the_file_and_the_card(tiny_weights, tmp_path):
+    from medcert.training.model_card import _stage
+    from medcert.weights import load_weights
+
+    cfg = TrainConfig(out=tmp_path / "hard.safetensors", seed=3, steps=1, initial_cases=1, threads=1,
+                      model_config=TINY_CONFIG, adapter=TINY_ADAPTER, nodule_patch=(16, 16, 16), nodule_batch=1,
+                      init=tiny_weights, nodule_only=True, size_weighting=True, nodule_mix="hard")
+    info = load_weights(train(cfg, log=lambda _m: None)).metrics["training"]
+    assert info["nodule_mix"] == "hard" and info["cases"] == 1
+    assert "hard nodule mix" in _stage(info)
+    assert "nodule mix" not in _stage(load_weights(tiny_weights).metrics["training"])

@@ -122,6 +122,8 @@ def _stage(tr: dict[str, Any]) -> str:
         what = f"{tr.get('steps', '?')} steps"
     if tr.get("dense_hu") is not None:
         what += f", hard negatives above {tr['dense_hu']:g} HU"
+    if tr.get("nodule_mix"):
+        what += f", {tr['nodule_mix']} nodule mix (medcert.training.dataset.training_overrides)"
     if tr.get("detection_weight"):
         what += f", per-nodule detection loss (weight {tr['detection_weight']})"
     if tr.get("lung_nodule_weight"):

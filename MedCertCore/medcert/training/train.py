@@ -258,7 +258,7 @@ def _save(cfg: TrainConfig, model: torch.nn.Module, path: Path, step: int, n_cas
             info["hard_nodule_weight"] = cfg.hard_nodule_weight
     if cfg.dense_hu != DENSE_HU:
         info["dense_hu"] = cfg.dense_hu
-    if cfg.nodule_mix != "default":
+    if cfg.nodule_mix != "default" and cfg.phantom_overrides is None:  # explicit overrides replace the mix
         info["nodule_mix"] = cfg.nodule_mix
     if cfg.detection_weight > 0:
         info["detection_weight"] = cfg.detection_weight
