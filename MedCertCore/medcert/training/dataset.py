@@ -47,20 +47,20 @@ def training_overrides(phantom_seed: int, nodule_mix: str = "default") -> dict[s
     if nodule_mix not in NODULE_MIXES:
         raise ValueError(f"nodule mix must be one of {', '.join(NODULE_MIXES)}")
     rng = np.random.default_rng([phantom_seed, 77])
-    n = int(rng.choice([0, 1, 2, 3, 3, 4, 4, 5, 6]))
-    ov: dict[str, Any] = {"spacing_xy": float(math.exp(rng.uniform(math.log(1.0), math.log(3.0)))), "n_nodules": n}
-    if nodule_mix == "hard":
-        hard = np.random.default_rng([phantom_seed, 80])
-        lo, hi = (math.log(d) for d in HARD_MIX_DIAMETER_MM)
-        count = int(hard.integers(HARD_MIX_COUNT[0], HARD_MIX_COUNT[1] + 1))
-        del ov["n_nodules"]
-        ov["nodule_diameters"] = [float(math.exp(hard.uniform(lo, hi))) for _ in range(count)]
-        ov["nodule_kinds"] = [str(hard.choice(HARD_MIX_KINDS)) for _ in range(count)]
-    return ov
+    n = int(rng.choice([0, 1, 2, 3, 3, 4, 4, 5, 6]))  # drawn in either mix: the spacing draw follows it
+    spacing = float(math.exp(rng.uniform(math.log(1.0), math.log(3.0))))
+    if nodule_mix == "default":
+        return {"spacing_xy": spacing, "n_nodules": n}
+    hard = np.random.default_rng([phantom_seed, 80])
+    lo, hi = (math.log(d) for d in HARD_MIX_DIAMETER_MM)
+    count = int(hard.integers(HARD_MIX_COUNT[0], HARD_MIX_COUNT[1] + 1))
+    return {"spacing_xy": spacing, "nodule_diameters": [float(math.exp(hard.uniform(lo, hi))) for _ in range(count)],
+            "nodule_kinds": [str(hard.choice(HARD_MIX_KINDS)) for _ in range(count)]}
 
 
-def make_case(seed: int, spec: PreprocessSpec, overrides: dict[str, Any] | None = None) -> Case:
-    ov = training_overrides(seed) if overrides is None else overrides
+def make_case(seed: int, spec: PreprocessSpec, overrides: dict[str, Any] | None = None,
+              nodule_mix: str = "default") -> Case:
+    ov = training_overrides(seed, nodule_mix) if overrides is None else overrides
     ph = generate_chest_ct(seed, **ov)
     prep = preprocess_volume(ph.volume, spec)
     labels = labels_to_grid(ph.labels, ph.volume.ijk_to_ras, prep)
@@ -190,13 +190,15 @@ def hard_nodule_components(comp: np.ndarray, n: int, image: np.ndarray, sides: n
 
 
 def make_training_case(seed: int, spec: PreprocessSpec, overrides: dict[str, Any] | None = None,
-                       hard_weight: int = 1, dense_hu: float = DENSE_HU) -> TrainingCase:
+                       hard_weight: int = 1, dense_hu: float = DENSE_HU,
+                       nodule_mix: str = "default") -> TrainingCase:
     """The phantom for ``seed`` on the work grid with the nodule network's targets; ``hard_weight`` (1-8)
     multiplies the size weight of hard nodules (see ``hard_nodule_components``); lung voxels above ``dense_hu``
-    (not nodule) are the nodule network's hard negatives."""
+    (not nodule) are the nodule network's hard negatives; without ``overrides``, ``nodule_mix`` chooses the
+    training overrides (``training_overrides``)."""
     if not 1 <= hard_weight <= 8:
         raise ValueError("hard_weight must be 1-8")
-    base = make_case(seed, spec, overrides)
+    base = make_case(seed, spec, overrides, nodule_mix)
     lo, hi = spec.window
     dense_level = (dense_hu - lo) / (hi - lo)
     nodule = base.labels == NODULE

@@ -47,7 +47,6 @@ from medcert.training.dataset import (
     PatchSampler,
     TrainingCase,
     make_training_case,
-    training_overrides,
 )
 from medcert.training.loss import detection_loss, dice_ce_loss, nodule_loss, nodule_targets
 from medcert.weights import save_weights
@@ -150,10 +149,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         seed = training_phantom_seed(cfg.seed, n_cases)
         n_cases += 1
         try:
-            overrides = cfg.phantom_overrides
-            if overrides is None:
-                overrides = training_overrides(seed, cfg.nodule_mix)
-            pool.append(make_training_case(seed, spec, overrides, cfg.hard_nodule_weight, cfg.dense_hu))
+            pool.append(make_training_case(seed, spec, cfg.phantom_overrides, cfg.hard_nodule_weight,
+                                           cfg.dense_hu, cfg.nodule_mix))
         except (ValueError, MedCertError) as exc:  # a degenerate phantom is skipped, deterministically
             log(f"skipping phantom {seed}: {exc}")
         if len(pool) > cfg.pool_size:
