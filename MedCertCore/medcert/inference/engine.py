@@ -33,6 +33,24 @@ def certified_mode(device: str = "cpu", *, grad: bool = False) -> Iterator[None]
         torch.backends.cudnn.benchmark = prev_bench
 
 
+def refine_logits(model: nn.Module, tensor: np.ndarray, logits: np.ndarray, *,
+                  recorder: TrajectoryRecorder | None = None, device: str = "cpu") -> tuple[np.ndarray, dict | None]:
+    """A model's whole-grid second stage (``model.refine(input, logits)``), fingerprinted like the tiles;
+    models without one return ``logits`` unchanged and no candidates."""
+    refine = getattr(model, "refine", None)
+    if not callable(refine):
+        return logits, None
+    if recorder is not None:
+        recorder.attach(model)
+    try:
+        with certified_mode(device):
+            out, found = refine(torch.from_numpy(tensor).to(device), torch.from_numpy(logits).to(device))
+    finally:
+        if recorder is not None:
+            recorder.detach()
+    return np.ascontiguousarray(out.to("cpu", torch.float32).numpy()), found
+
+
 def sliding_window_logits(model: nn.Module, tensor: np.ndarray, patch: tuple[int, int, int], overlap: float,
                           *, recorder: TrajectoryRecorder | None = None, device: str = "cpu",
                           progress: ProgressFn = silent) -> np.ndarray:

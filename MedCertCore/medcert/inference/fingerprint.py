@@ -3,7 +3,8 @@
 For a layer named ``L`` whose per-tile output has ``n`` elements and shape ``S``, sample position ``j``
 (``0 <= j < k``) is ``int.from_bytes(SHA256(f"medcert/fp/1|{L}|{S}|{j}")[:8], "little") % n`` in the
 C-order flattening of the tile output. The fingerprint of the layer is the float64 sum, over tiles in
-tiling order, of the sampled values. Cost: one gather of ``k`` values per layer per tile (no second pass).
+tiling order (and over the samples of a batch, such as a model's candidate patches), of the sampled values.
+Cost: one gather of ``k`` values per layer per tile (no second pass).
 """
 
 from __future__ import annotations
@@ -59,13 +60,14 @@ class TrajectoryRecorder:
 
     def _hook(self, name: str):
         def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-            shape = tuple(int(s) for s in output.shape[1:])  # per-sample shape (batch is 1)
+            shape = tuple(int(s) for s in output.shape[1:])  # per-sample shape
             key = (name, shape)
             idx = self._index.get(key)
             if idx is None:
                 idx = torch.from_numpy(sample_positions(name, shape, self.k)).to(output.device)
                 self._index[key] = idx
-            vals = output.detach()[0].reshape(-1).index_select(0, idx).to("cpu", torch.float64).numpy()
+            flat = output.detach().reshape(output.shape[0], -1).index_select(1, idx)
+            vals = flat.to("cpu", torch.float64).sum(dim=0).numpy()
             trace = self.layers.get(name)
             if trace is None:
                 trace = self.layers[name] = LayerTrace(name, shape, np.zeros(self.k, dtype=np.float64))

@@ -11,7 +11,7 @@ from torch import nn
 
 from medcert.digests import array_digest
 from medcert.inference.adapter import ModelAdapter
-from medcert.inference.engine import sliding_window_logits
+from medcert.inference.engine import refine_logits, sliding_window_logits
 from medcert.inference.explain import explanation_map
 from medcert.inference.fingerprint import LayerTrace, TrajectoryRecorder, sample_positions
 from medcert.inference.postprocess import GridOutputs, to_input_grid
@@ -34,6 +34,7 @@ class SegmentationRun:
     logits_samples: np.ndarray  # float64 [LOGITS_K] at sample_positions("logits", logits.shape, LOGITS_K)
     logits_shape: tuple[int, ...]
     outputs: GridOutputs
+    candidates: dict | None = None  # a two-stage model's candidates: grid voxels, stage-1 margins, scores
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -64,6 +65,7 @@ def run_segmentation(volume: Volume, adapter: ModelAdapter, tolerance: Tolerance
     t1 = time.perf_counter()
     logits = sliding_window_logits(model, prep.tensor, adapter.patch, adapter.overlap, recorder=recorder,
                                    device=device, progress=progress)
+    logits, candidates = refine_logits(model, prep.tensor, logits, recorder=recorder, device=device)
     t["forward_s"] = time.perf_counter() - t1
     expl = None
     if explain and adapter.anomaly_label is not None:
@@ -80,4 +82,5 @@ def run_segmentation(volume: Volume, adapter: ModelAdapter, tolerance: Tolerance
     t["postprocess_s"] = time.perf_counter() - t2
     traces = list(recorder.layers.values()) if recorder else []
     return SegmentationRun(prep=prep, model_input_digest=digest, trajectory=traces, logits_samples=samples,
-                           logits_shape=tuple(logits.shape), outputs=outputs, timings=t)
+                           logits_shape=tuple(logits.shape), outputs=outputs, candidates=candidates,
+                           timings=t)

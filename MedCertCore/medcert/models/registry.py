@@ -58,3 +58,7 @@ def _ensure_builtins() -> None:
         from medcert.models.lung_nodule import LungNoduleNet
 
         register_architecture("medcert.lungnodule/1", lambda cfg: LungNoduleNet(**cfg))
+    if "medcert.lungnodule/2" not in _REGISTRY:
+        from medcert.models.lung_nodule_two_stage import TwoStageLungNoduleNet
+
+        register_architecture("medcert.lungnodule/2", lambda cfg: TwoStageLungNoduleNet(**cfg))

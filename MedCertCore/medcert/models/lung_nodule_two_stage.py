@@ -1,0 +1,78 @@
+"""Two-stage lung + nodule model (architecture id ``medcert.lungnodule/2``).
+
+Stage 1 is ``medcert.lungnodule/1`` run tile by tile, its nodule log-odds raised by ``candidates.offset``.
+Stage 2 runs once on the whole canonical grid (:meth:`refine`): the local maxima of the raised nodule margin are
+candidates; a :class:`CandidateClassifier` scores a patch (windowed intensity + stage-1 margin) around each,
+averaged over four flips. Every 26-connected component ``C`` of ``margin > 0`` keeps the margin
+``min(margin, max_{k in C} s_k)``, so a voxel is labelled nodule exactly when stage 1 calls it a candidate and
+the best candidate of its component scores above 0. The classifier's output bias is the operating point.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medcert.models.candidate_classifier import CandidateClassifier
+from medcert.models.lung_nodule import LungNoduleNet, combine
+from medcert.models.nodule_candidates import candidate_components, find_candidates, gather_patches, nodule_margin
+
+CLASSIFIER_BIAS = "classifier.head.4.bias"
+CHUNK = 64  # candidates per classifier forward pass
+FLIPS = ((), (2,), (3,), (4,))
+
+
+class TwoStageLungNoduleNet(nn.Module):
+    """``lung``/``nodule`` as in ``medcert.lungnodule/1``; ``classifier`` a :class:`CandidateClassifier` config;
+    ``candidates`` ``{"offset": logits added to the nodule log-odds, "nms": window, "limit": max candidates}``."""
+
+    def __init__(self, lung: dict[str, Any], nodule: dict[str, Any], classifier: dict[str, Any],
+                 candidates: dict[str, Any]) -> None:
+        super().__init__()
+        self.stage1 = LungNoduleNet(lung, nodule)
+        self.classifier = CandidateClassifier(**classifier)
+        self.offset = float(candidates.get("offset", 0.0))
+        self.nms = int(candidates.get("nms", 7))
+        self.limit = int(candidates.get("limit", 512))
+        if self.nms < 1 or self.nms % 2 == 0 or not 1 <= self.limit <= 4096:
+            raise ValueError("candidates.nms must be odd and positive, candidates.limit in 1..4096")
+
+    def divisor(self) -> int:
+        return self.stage1.divisor()
+
+    def trace_layers(self) -> list[tuple[str, nn.Module]]:
+        return self.stage1.trace_layers() + [(f"classifier.{n}", m) for n, m in self.classifier.trace_layers()]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Stage 1 on one tile: composite logits with the candidate offset applied."""
+        lung = self.stage1.lung(x)
+        nod = self.stage1.nodule(x[:, : self.stage1.nodule_channels])
+        return combine(lung, nod + self.offset)
+
+    def score(self, patches: torch.Tensor) -> torch.Tensor:
+        """Classifier log-odds ``[N]`` of patches ``[N, 2, p, p, p]``, averaged over the four flips."""
+        out = [torch.stack([self.classifier(patches[s:s + CHUNK].flip(f) if f else patches[s:s + CHUNK])
+                            for f in FLIPS]).mean(dim=0) for s in range(0, patches.shape[0], CHUNK)]
+        return torch.cat(out) if out else patches.new_zeros(0)
+
+    def refine(self, x: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Whole-grid stage 2: ``x`` ``[C, X, Y, Z]`` model input, ``logits`` ``[4, X, Y, Z]`` from :meth:`forward`.
+        Returns the refined logits and the candidates (grid voxel, stage-1 margin, score)."""
+        margin = nodule_margin(logits)
+        centres = find_candidates(margin, self.nms, self.limit)
+        comp, cand_comp = candidate_components(margin, centres)
+        scores = self.score(gather_patches(x[0], margin - self.offset, centres, self.classifier.patch))
+        best = np.full(int(comp.max()) + 1, -np.inf, dtype=np.float32)
+        np.maximum.at(best, cand_comp, scores.cpu().numpy().astype(np.float32))
+        best[0] = np.inf  # outside every component the margin is left as it is (it is <= 0 there)
+        cap = torch.from_numpy(best[comp]).to(margin.device)
+        floor = margin.min() if margin.numel() else margin.new_tensor(0.0)
+        refined = torch.minimum(margin, torch.maximum(cap, floor))
+        out = logits.clone()
+        out[3] = torch.where(refined < margin, logits[:3].amax(dim=0) + refined, logits[3])  # untouched: as is
+        found = {"voxels": centres.cpu().numpy(), "margin": margin[tuple(centres.T)].cpu().numpy(),
+                 "scores": scores.cpu().numpy()}
+        return out, found

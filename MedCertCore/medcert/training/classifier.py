@@ -1,0 +1,226 @@
+"""Stage 3 of the demo model: train the candidate classifier and assemble ``medcert.lungnodule/2``.
+
+    python -m medcert.training.classifier --stage1 FILE --out FILE [--seed 2] [--phantoms 80] [--n-cal 16] \
+        [--max-fp 1.0] [--jobs 2] [--cache DIR]
+
+``--stage1`` is a calibrated ``medcert.lungnodule/1`` file. Candidates (:mod:`medcert.training.candidate_data`)
+come from training phantoms ``training_phantom_seed(seed, i)`` (the nodule-rich mix) and from the calibration
+phantoms; the classifier trains on balanced batches of training candidates (random 16³ crops of 18³ patches,
+flips, x/y swap), and its output bias is then shifted so that on the calibration candidates, scored exactly as
+at inference, the most nodules ≥ 6 mm are hit with at most ``--max-fp`` false candidates per scan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medcert.models.lung_nodule_two_stage import CLASSIFIER_BIAS, TwoStageLungNoduleNet
+from medcert.training.candidate_data import CandidateSet, extract_candidates, phantom_overrides
+from medcert.training.config import CALIBRATION_SEED_START, training_phantom_seed
+from medcert.training.evaluate import SENS_MIN_DIAMETER
+from medcert.training.parallel import map_seeds, set_threads, worker_threads
+
+ARCHITECTURE_2 = "medcert.lungnodule/2"
+CLASSIFIER: dict[str, Any] = {"in_channels": 2, "channels": [32, 64], "patch": 16, "hidden": 64}
+CANDIDATES: dict[str, Any] = {"offset": 2.5, "nms": 7, "limit": 512}
+EXTRACT = CLASSIFIER["patch"] + 2  # one voxel of random shift each way in training
+
+
+def _extract(seed: int, stage1: str, cache: str, training: bool, threads: int | None) -> str:
+    """Candidates of one phantom, cached as ``cache/{train|cal}-{seed}.npz`` (reused when present)."""
+    out = Path(cache) / f"{'train' if training else 'cal'}-{seed}.npz"
+    if out.is_file():
+        return str(out)
+    from medcert.atomic import atomic_write_bytes
+    from medcert.inference import WeightsAdapter
+    from medcert.weights import load_weights
+
+    set_threads(threads)
+    adapter = WeightsAdapter.from_weights(load_weights(stage1))
+    cs = extract_candidates(seed, adapter, adapter.network().requires_grad_(False), offset=CANDIDATES["offset"],
+                            nms=CANDIDATES["nms"], limit=CANDIDATES["limit"], size=EXTRACT,
+                            overrides=phantom_overrides(seed, training))
+    atomic_write_bytes(out, cs.to_bytes(), overwrite=True)
+    return str(out)
+
+
+def _augment(x: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Random ``size``³ crops, flips of each axis and an x/y swap."""
+    out = np.empty((x.shape[0], x.shape[1], size, size, size), np.float32)
+    for i in range(x.shape[0]):
+        o = rng.integers(0, x.shape[-1] - size + 1, size=3)
+        p = x[i, :, o[0]:o[0] + size, o[1]:o[1] + size, o[2]:o[2] + size]
+        for ax in (1, 2, 3):
+            if rng.random() < 0.5:
+                p = np.flip(p, ax)
+        out[i] = np.swapaxes(p, 1, 2) if rng.random() < 0.5 else p
+    return out
+
+
+def train_classifier(sets: list[CandidateSet], *, steps: int = 1500, seed: int = 0, batch: int = 32,
+                     lr: float = 1e-3, threads: int = 2, config: dict[str, Any] | None = None) -> nn.Module:
+    """Balanced batches (half nodule candidates), BCE, AdamW + one-cycle, bfloat16 autocast."""
+    from medcert.models.candidate_classifier import CandidateClassifier
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([s.patches for s in sets])
+    y = np.concatenate([(s.nodule >= 0) for s in sets]).astype(np.float32)
+    pos, neg = np.flatnonzero(y > 0), np.flatnonzero(y == 0)
+    if not len(pos) or not len(neg):
+        raise ValueError("training candidates need both nodule and false candidates")
+    config = CLASSIFIER if config is None else config
+    net = CandidateClassifier(**config)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    loss_fn = nn.BCEWithLogitsLoss()
+    net.train()
+    t0 = time.perf_counter()
+    for step in range(steps):
+        idx = np.concatenate([rng.choice(pos, batch // 2), rng.choice(neg, batch - batch // 2)])
+        xb = torch.from_numpy(_augment(x[idx], rng, int(config["patch"])))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(xb)
+        loss = loss_fn(out.float(), torch.from_numpy(y[idx]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 250 == 0 or step == steps - 1:
+            print(f"classifier step {step}: loss {loss.item():.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(f"classifier: {len(pos)} nodule and {len(neg)} false candidates, {steps} steps in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    return net.eval()
+
+
+def centre_crop(patches: np.ndarray, size: int) -> torch.Tensor:
+    o = (patches.shape[-1] - size) // 2
+    return torch.from_numpy(np.ascontiguousarray(patches[:, :, o:o + size, o:o + size, o:o + size], np.float32))
+
+
+def froc_point(scores: list[np.ndarray], sets: list[CandidateSet], threshold: float) -> tuple[int, int, float]:
+    """Nodules ≥ 6 mm hit by a candidate scoring above ``threshold``, their number, false candidates per scan."""
+    found = total = fp = 0
+    for s, cs in zip(scores, sets, strict=True):
+        keep = s > threshold
+        total += int((cs.diameters >= SENS_MIN_DIAMETER).sum())
+        hit = set(cs.nodule[keep & (cs.nodule >= 0)].tolist())
+        found += sum(1 for j in hit if cs.diameters[j] >= SENS_MIN_DIAMETER)
+        fp += int((keep & (cs.nodule < 0)).sum())
+    return found, total, fp / max(len(sets), 1)
+
+
+def choose_threshold(scores: list[np.ndarray], sets: list[CandidateSet], max_fp: float) -> dict[str, Any]:
+    """The lowest threshold (midway between two distinct scores) with at most ``max_fp`` false candidates/scan."""
+    levels = np.unique(np.concatenate(scores)) if scores else np.zeros(0)
+    best: dict[str, Any] | None = None
+    for i in range(len(levels) - 1, -1, -1):
+        thr = float(levels[i - 1] + levels[i]) / 2 if i else float(levels[0]) - 1.0
+        found, total, fp = froc_point(scores, sets, thr)
+        if fp > max_fp:
+            break
+        best = {"threshold": thr, "found_ge6mm": found, "nodules_ge6mm": total, "fp_per_scan": fp}
+    if best is None:
+        top = float(levels[-1]) + 1.0 if len(levels) else 0.0
+        found, total, fp = froc_point(scores, sets, top)
+        best = {"threshold": top, "found_ge6mm": found, "nodules_ge6mm": total, "fp_per_scan": fp}
+    return best
+
+
+def assemble(stage1: Any, classifier: nn.Module, version: str, metrics: dict[str, Any]) -> tuple[dict, dict]:
+    """State dict and metadata of the two-stage file (float16 storage like the stage-1 networks)."""
+    from medcert.training.train import storage_state
+
+    state = {f"stage1.{k}": v for k, v in stage1.state_dict.items()}
+    state.update({f"classifier.{k}": v for k, v in storage_state(classifier.state_dict()).items()})
+    meta = stage1.metadata({**stage1.metrics, **metrics})
+    meta.update(architecture=ARCHITECTURE_2, version=version,
+                config={**stage1.config, "classifier": dict(CLASSIFIER), "candidates": dict(CANDIDATES)})
+    return state, meta
+
+
+def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: int, n_cal: int, max_fp: float,
+                    jobs: int, cache: Path, steps: int, version: str, threads: int | None = None) -> dict[str, Any]:
+    """Extract candidates, train, calibrate the bias, write ``out``; returns the stage-3 record."""
+    from medcert.weights import load_weights, save_weights
+
+    t0 = time.perf_counter()
+    cache.mkdir(parents=True, exist_ok=True)
+    stage1 = load_weights(stage1_path)
+    wt = worker_threads(threads, jobs)
+    jobs_list = ([(training_phantom_seed(run_seed, i), True) for i in range(phantoms)]
+                 + [(CALIBRATION_SEED_START + i, False) for i in range(n_cal)])
+    fn = functools.partial(_extract_job, stage1=str(stage1_path), cache=str(cache), threads=wt)
+    paths = list(map_seeds(fn, jobs_list, jobs))
+    sets = [CandidateSet.load(Path(p)) for p in paths]
+    train_sets, cal_sets = sets[:phantoms], sets[phantoms:]
+    t_extract = time.perf_counter() - t0
+    net = train_classifier(train_sets, steps=steps, seed=run_seed, threads=threads or 2)
+    t_train = time.perf_counter() - t0 - t_extract
+    state, meta = assemble(stage1, net, version, {})
+    model = build_model_from(meta, state)
+    with torch.inference_mode():
+        scores = [model.score(centre_crop(cs.patches, CLASSIFIER["patch"])).numpy() for cs in cal_sets]
+    point = choose_threshold(scores, cal_sets, max_fp)
+    bias = state[CLASSIFIER_BIAS].to(torch.float32) - point["threshold"]
+    state[CLASSIFIER_BIAS] = bias.to(state[CLASSIFIER_BIAS].dtype)
+    record = {"training_phantoms": [training_phantom_seed(run_seed, 0), training_phantom_seed(run_seed, phantoms - 1)],
+              "candidates": int(sum(len(s.nodule) for s in train_sets)),
+              "nodule_candidates": int(sum(int((s.nodule >= 0).sum()) for s in train_sets)),
+              "steps": steps, "extract_minutes": round(t_extract / 60, 1), "train_minutes": round(t_train / 60, 1),
+              "calibration": {"seeds": [CALIBRATION_SEED_START, CALIBRATION_SEED_START + n_cal - 1],
+                              "rule": {"max_false_candidates_per_scan": max_fp}, **point}}
+    meta["metrics"] = {**stage1.metrics, "classifier": record}
+    save_weights(out, state, meta, overwrite=True)
+    return record
+
+
+def _extract_job(job: tuple[int, bool], stage1: str, cache: str, threads: int | None) -> str:
+    return _extract(job[0], stage1, cache, job[1], threads)
+
+
+def build_model_from(meta: dict[str, Any], state: dict[str, torch.Tensor]) -> TwoStageLungNoduleNet:
+    """The float32 network of a not-yet-written two-stage file (stored values, as inference will see them)."""
+    from medcert.models import build_model
+
+    model = build_model(ARCHITECTURE_2, meta["config"])
+    model.load_state_dict(state, strict=True)
+    return model.eval()  # type: ignore[return-value]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m medcert.training.classifier", description=__doc__.splitlines()[0])
+    ap.add_argument("--stage1", required=True, help="calibrated medcert.lungnodule/1 weights")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=2, help="run seed of the training phantoms (default 2)")
+    ap.add_argument("--phantoms", type=int, default=80)
+    ap.add_argument("--n-cal", type=int, default=16)
+    ap.add_argument("--max-fp", type=float, default=1.0)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--version", required=True)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--cache", help="candidate cache folder (default: next to --out)")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    cache = Path(args.cache) if args.cache else out.parent / "candidates"
+    record = build_two_stage(Path(args.stage1), out, run_seed=args.seed, phantoms=args.phantoms, n_cal=args.n_cal,
+                             max_fp=args.max_fp, jobs=args.jobs, cache=cache, steps=args.steps,
+                             version=args.version, threads=args.threads)
+    print(json.dumps(record))
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

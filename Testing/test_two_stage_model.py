@@ -1,0 +1,137 @@
+"""The two-stage demo architecture (medcert.lungnodule/2): candidates, patches, the classifier's gate, its
+fingerprint, and the stage-3 training pieces, on real phantoms and real networks."""
+
+import numpy as np
+import pytest
+import torch
+from medcert.inference import WeightsAdapter, run_segmentation
+from medcert.inference.fingerprint import deviation
+from medcert.models import build_model
+from medcert.models.lung_nodule_two_stage import CLASSIFIER_BIAS
+from medcert.models.nodule_candidates import find_candidates, gather_patches, nodule_margin
+from medcert.tolerance import DEFAULT_PROFILE
+from medcert.training.candidate_data import extract_candidates
+from medcert.training.classifier import assemble, choose_threshold, froc_point, train_classifier
+from medcert.weights import load_weights, save_weights
+from scipy import ndimage
+
+TINY = {"spacing_xy": 3.5, "thickness": 6.0, "n_nodules": 3, "nodule_diameters": [12.0, 16.0, 20.0]}
+STAGE1 = {"lung": {"in_channels": 2, "channels": [4, 8]},
+          "nodule": {"in_channels": 1, "channels": [4, 8], "norm": "batch"}}
+CLASSIFIER = {"in_channels": 2, "channels": [4, 8], "patch": 8, "hidden": 8}
+ADAPTER = {"spacing_mm": 6.0, "window": [-1000.0, 500.0], "midline_channel": True, "patch": [32, 32, 32],
+           "overlap": 0.25, "labels": {"1": "right lung", "2": "left lung", "3": "lung nodule"}, "anomaly_label": 3}
+
+
+def _two_stage(offset: float = 0.0):
+    torch.manual_seed(0)
+    return build_model("medcert.lungnodule/2", {**STAGE1, "classifier": CLASSIFIER,
+                                                "candidates": {"offset": offset, "nms": 3, "limit": 64}}).eval()
+
+
+@pytest.fixture(scope="module")
+def stage1_file(tmp_path_factory):
+    torch.manual_seed(1)
+    net = build_model("medcert.lungnodule/1", STAGE1).eval()
+    meta = {"architecture": "medcert.lungnodule/1", "config": STAGE1, "adapter": ADAPTER, "name": "tiny",
+            "version": "0", "metrics": {}}
+    return save_weights(tmp_path_factory.mktemp("w") / "s1.safetensors", net.state_dict(), meta)
+
+
+def test_candidates_are_the_local_maxima_above_zero_highest_first():
+    m = torch.full((12, 12, 12), -1.0)
+    m[2, 2, 2], m[2, 3, 2] = 1.0, 0.5  # the second is inside the first's 3^3 window: suppressed
+    m[8, 8, 8], m[8, 8, 11] = 3.0, 2.0  # three voxels apart: two peaks
+    m[5, 5, 5] = 0.0  # a maximum, but not above zero
+    assert find_candidates(m, 3, 16).tolist() == [[2, 2, 2], [8, 8, 8], [8, 8, 11]]
+    assert find_candidates(m, 3, 2).tolist() == [[8, 8, 8], [8, 8, 11]]
+    assert find_candidates(m, 7, 16).tolist() == [[2, 2, 2], [8, 8, 8]]
+
+
+def test_patches_are_centred_on_the_candidate_and_padded_with_air():
+    g = torch.Generator().manual_seed(0)
+    img, m = torch.rand(10, 11, 12, generator=g), 30 * torch.randn(10, 11, 12, generator=g)
+    centres = torch.tensor([[5, 5, 5], [0, 10, 11]])
+    p = gather_patches(img, m, centres, 6)
+    assert p.shape == (2, 2, 6, 6, 6)
+    assert torch.equal(p[0, 0], img[2:8, 2:8, 2:8])
+    assert torch.equal(p[0, 1], m[2:8, 2:8, 2:8].clamp(-10, 10) / 10)
+    assert p[1, 0, 3, 3, 3] == img[0, 10, 11] and torch.equal(p[1, 0, :3], torch.zeros(3, 6, 6))
+    assert torch.equal(p[1, 1, :, 5], -torch.ones(6, 6))  # beyond y = 10: margin -10
+
+
+def _blobs():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 20, 20, 20, generator=g)
+    logits[3] = logits[:3].amax(0) - 4.0
+    for c in ((5, 5, 5), (14, 14, 12), (5, 15, 14)):
+        sl = tuple(slice(v - 2, v + 2) for v in c)
+        logits[3][sl] += 4.0 + 3.0 * torch.rand(4, 4, 4, generator=g)
+    return torch.rand(2, 20, 20, 20, generator=g), logits
+
+
+@pytest.mark.parametrize("bias", [-100.0, 0.0, 100.0])
+def test_each_component_keeps_the_nodule_label_only_when_its_best_candidate_scores_above_zero(bias):
+    net = _two_stage()
+    with torch.no_grad():
+        net.classifier.head[4].bias.fill_(bias)
+        x, logits = _blobs()
+        out, found = net.refine(x, logits)
+    assert torch.equal(out[:3], logits[:3])
+    margin = nodule_margin(logits)
+    comp, n = ndimage.label((margin > 0).numpy(), structure=np.ones((3, 3, 3), bool))
+    assert n >= 3 and len(found["scores"]) >= n
+    labels = out.argmax(0).numpy()
+    for c in range(1, n + 1):
+        inside = comp == c
+        best = max(s for v, s in zip(found["voxels"], found["scores"], strict=True) if comp[tuple(v)] == c)
+        assert (labels[inside] == 3).all() if best > 0 else not (labels[inside] == 3).any()
+    assert not (labels[comp == 0] == 3).any()
+    if bias > 0:  # every candidate accepted: the stage-1 labelmap, untouched margins
+        assert np.array_equal(labels, logits.argmax(0).numpy())
+        assert torch.equal(out[3][torch.from_numpy(comp > 0)], logits[3][torch.from_numpy(comp > 0)])
+
+
+def test_fingerprint_covers_the_classifier_and_a_changed_classifier_moves_only_its_layers(stage1_file, tmp_path):
+    from medcert.models.candidate_classifier import CandidateClassifier
+    from medcert.phantom import generate_chest_ct
+
+    s1 = load_weights(stage1_file)
+    torch.manual_seed(2)
+    state, meta = assemble(s1, CandidateClassifier(**CLASSIFIER).eval(), "0", {})
+    meta["config"] = {**STAGE1, "classifier": CLASSIFIER, "candidates": {"offset": 20.0, "nms": 3, "limit": 64}}
+    a = save_weights(tmp_path / "a.safetensors", state, meta)
+    changed = dict(state)
+    changed["classifier.blocks.1.0.weight"] = state["classifier.blocks.1.0.weight"] * 1.01
+    b = save_weights(tmp_path / "b.safetensors", changed, meta)
+    vol = generate_chest_ct(4, **TINY).volume
+    runs = [run_segmentation(vol, WeightsAdapter.from_weights(load_weights(p)), DEFAULT_PROFILE, explain=False)
+            for p in (a, b)]
+    names = [t.name for t in runs[0].trajectory]
+    assert names[-3:] == ["classifier.f0", "classifier.f1", "classifier.head"]
+    assert len(runs[0].candidates["scores"]) > 0
+    for ta, tb in zip(runs[0].trajectory, runs[1].trajectory, strict=True):
+        moved = deviation(tb.values, ta.values) > DEFAULT_PROFILE.layer_rel
+        assert moved == (ta.name in ("classifier.f1", "classifier.head")), ta.name
+
+
+def test_candidate_labels_training_and_threshold(stage1_file):
+    s1 = load_weights(stage1_file)
+    adapter = WeightsAdapter.from_weights(s1)
+    cs = extract_candidates(4, adapter, adapter.network().requires_grad_(False), offset=20.0, nms=3, limit=5000,
+                            size=10, overrides=TINY)
+    assert cs.patches.shape[1:] == (2, 10, 10, 10) and len(cs.nodule) == len(cs.margin) > 0
+    assert len(cs.diameters) == 3 and set(np.unique(cs.nodule)) <= {-1, 0, 1, 2}
+    assert (cs.nodule >= 0).any() and (cs.nodule < 0).any()
+    net = train_classifier([cs], steps=3, batch=4, threads=1, config=CLASSIFIER)
+    assert not net.training
+    scores = [np.random.default_rng(0).normal(size=len(cs.nodule))]
+    point = choose_threshold(scores, [cs], max_fp=2.0)
+    assert point["fp_per_scan"] <= 2.0
+    lower = np.sort(scores[0][scores[0] < point["threshold"]])
+    if len(lower):  # one candidate more would break the rule
+        assert froc_point(scores, [cs], float(lower[-1]) - 1e-9)[2] > 2.0
+    state, meta = assemble(s1, net, "9", {"x": 1})
+    assert meta["architecture"] == "medcert.lungnodule/2" and CLASSIFIER_BIAS in state
+    assert state[CLASSIFIER_BIAS].dtype == torch.float16
+
