@@ -3,12 +3,12 @@
 import torch
 from medcert.models import build_model
 from medcert.training.bench_steps import LAYOUTS, main, median_times, step_fn
-from medcert.training.config import ARCHITECTURE, MODEL_CONFIG
+from medcert.training.config import STAGE1_ARCHITECTURE, STAGE1_CONFIG
 
 
 def _nodule_net(seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model(ARCHITECTURE, MODEL_CONFIG).nodule.eval()
+    return build_model(STAGE1_ARCHITECTURE, STAGE1_CONFIG).nodule.eval()
 
 
 def test_channels_last_computes_the_same_function():

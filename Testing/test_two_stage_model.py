@@ -135,3 +135,34 @@ def test_candidate_labels_training_and_threshold(stage1_file):
     assert meta["architecture"] == "medcert.lungnodule/2" and CLASSIFIER_BIAS in state
     assert state[CLASSIFIER_BIAS].dtype == torch.float16
 
+
+
+def test_explanation_adds_the_gradient_of_the_accepted_candidates_scores():
+    from medcert.inference.engine import certified_mode
+    from medcert.inference.explain import explanation_map
+
+    net = _two_stage()
+    x, logits = _blobs()
+    with torch.no_grad():
+        net.classifier.head[4].bias.fill_(100.0)
+    with certified_mode():
+        out, found = net.refine(x, logits)
+    args = (net, x.numpy(), out.numpy(), (16, 16, 16), 0.25, 3)
+    with_clf, tiles = explanation_map(*args, candidates=found)
+    again, _ = explanation_map(*args, candidates=found)
+    alone, tiles_alone = explanation_map(*args)
+    assert np.array_equal(with_clf, again) and tiles == tiles_alone > 0
+    assert with_clf.max() == 1.0 and (with_clf >= alone).all() and (with_clf > alone).any()
+    with certified_mode(grad=True):
+        second = net.candidate_saliency(found, (20, 20, 20))
+    # The classifier's part lies within the patches (offsets -p/2 .. p/2 - 1) around the candidates.
+    h = CLASSIFIER["patch"] // 2
+    near = np.zeros((20, 20, 20), bool)
+    for v in found["voxels"]:
+        near[max(v[0] - h, 0):v[0] + h, max(v[1] - h, 0):v[1] + h, max(v[2] - h, 0):v[2] + h] = True
+    assert second.max() > 0 and not second[~near].any()
+    with torch.no_grad():
+        net.classifier.head[4].bias.fill_(-100.0)
+        found["scores"] = found["scores"] - 1000.0
+    with certified_mode(grad=True):
+        assert net.candidate_saliency(found, (20, 20, 20)) is None

@@ -71,7 +71,8 @@ def run_segmentation(volume: Volume, adapter: ModelAdapter, tolerance: Tolerance
     if explain and adapter.anomaly_label is not None:
         t3 = time.perf_counter()
         expl, t["explained_tiles"] = explanation_map(model, prep.tensor, logits, adapter.patch, adapter.overlap,
-                                                     adapter.anomaly_label, device=device, progress=progress)
+                                                     adapter.anomaly_label, device=device, candidates=candidates,
+                                                     progress=progress)
         t["explain_s"] = time.perf_counter() - t3
     pos = sample_positions("logits", logits.shape, LOGITS_K)
     samples = logits.reshape(-1)[pos].astype(np.float64)

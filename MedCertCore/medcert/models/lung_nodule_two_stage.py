@@ -64,7 +64,8 @@ class TwoStageLungNoduleNet(nn.Module):
         margin = nodule_margin(logits)
         centres = find_candidates(margin, self.nms, self.limit)
         comp, cand_comp = candidate_components(margin, centres)
-        scores = self.score(gather_patches(x[0], margin - self.offset, centres, self.classifier.patch))
+        patches = gather_patches(x[0], margin - self.offset, centres, self.classifier.patch)
+        scores = self.score(patches)
         best = np.full(int(comp.max()) + 1, -np.inf, dtype=np.float32)
         np.maximum.at(best, cand_comp, scores.cpu().numpy().astype(np.float32))
         best[0] = np.inf  # outside every component the margin is left as it is (it is <= 0 there)
@@ -74,5 +75,21 @@ class TwoStageLungNoduleNet(nn.Module):
         out = logits.clone()
         out[3] = torch.where(refined < margin, logits[:3].amax(dim=0) + refined, logits[3])  # untouched: as is
         found = {"voxels": centres.cpu().numpy(), "margin": margin[tuple(centres.T)].cpu().numpy(),
-                 "scores": scores.cpu().numpy()}
+                 "scores": scores.cpu().numpy(), "patches": patches}
         return out, found
+
+    def candidate_saliency(self, found: dict[str, Any], shape: tuple[int, int, int]) -> np.ndarray | None:
+        """``|d(sum of the accepted candidates' scores) / d(intensity)|`` on the grid ``shape`` (float64; the
+        margin channel is held fixed), or None when no candidate is accepted. Call with autograd enabled."""
+        keep = np.flatnonzero(found["scores"] > 0)
+        if not keep.size:
+            return None
+        patches = found["patches"][torch.from_numpy(keep)].clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(self.score(patches).sum(), patches)
+        g = grad[:, 0].abs().to("cpu", torch.float64).numpy()
+        p, lo = self.classifier.patch, self.classifier.patch // 2
+        out = np.zeros(tuple(n + 2 * p for n in shape), dtype=np.float64)
+        for v, gk in zip(found["voxels"][keep], g, strict=True):  # candidate order: fixed summation order
+            a = v - lo + p
+            out[a[0]:a[0] + p, a[1]:a[1] + p, a[2]:a[2] + p] += gk
+        return out[p:p + shape[0], p:p + shape[1], p:p + shape[2]]

@@ -49,7 +49,7 @@ def median_times(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     from medcert.models import build_model
-    from medcert.training.config import ADAPTER, ARCHITECTURE, MODEL_CONFIG, NODULE_PATCH
+    from medcert.training.config import ADAPTER, NODULE_PATCH, STAGE1_ARCHITECTURE, STAGE1_CONFIG
 
     ap = argparse.ArgumentParser(prog="python -m medcert.training.bench_steps", description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = build_model(ARCHITECTURE, MODEL_CONFIG)
-    cases = (("lung", model.lung, (1, MODEL_CONFIG["lung"]["in_channels"], *ADAPTER["patch"])),
+    model = build_model(STAGE1_ARCHITECTURE, STAGE1_CONFIG)
+    cases = (("lung", model.lung, (1, STAGE1_CONFIG["lung"]["in_channels"], *ADAPTER["patch"])),
              ("nodule stage 1", model.nodule, (2, 1, *NODULE_PATCH)),
              ("nodule stage 2", model.nodule, (2, 1, 96, 64, 32)))
     print(f"{args.threads} threads, {args.precision}, median of {args.repeats}")

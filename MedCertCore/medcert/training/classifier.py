@@ -25,13 +25,17 @@ from torch import nn
 
 from medcert.models.lung_nodule_two_stage import CLASSIFIER_BIAS, TwoStageLungNoduleNet
 from medcert.training.candidate_data import CandidateSet, extract_candidates, phantom_overrides
-from medcert.training.config import CALIBRATION_SEED_START, training_phantom_seed
+from medcert.training.config import (
+    ARCHITECTURE,
+    CALIBRATION_SEED_START,
+    CANDIDATES,
+    CLASSIFIER,
+    MODEL_VERSION,
+    training_phantom_seed,
+)
 from medcert.training.evaluate import SENS_MIN_DIAMETER
 from medcert.training.parallel import map_seeds, set_threads, worker_threads
 
-ARCHITECTURE_2 = "medcert.lungnodule/2"
-CLASSIFIER: dict[str, Any] = {"in_channels": 2, "channels": [32, 64], "patch": 16, "hidden": 64}
-CANDIDATES: dict[str, Any] = {"offset": 2.5, "nms": 7, "limit": 512}
 EXTRACT = CLASSIFIER["patch"] + 2  # one voxel of random shift each way in training
 
 
@@ -144,7 +148,7 @@ def assemble(stage1: Any, classifier: nn.Module, version: str, metrics: dict[str
     state = {f"stage1.{k}": v for k, v in stage1.state_dict.items()}
     state.update({f"classifier.{k}": v for k, v in storage_state(classifier.state_dict()).items()})
     meta = stage1.metadata({**stage1.metrics, **metrics})
-    meta.update(architecture=ARCHITECTURE_2, version=version,
+    meta.update(architecture=ARCHITECTURE, version=version,
                 config={**stage1.config, "classifier": dict(CLASSIFIER), "candidates": dict(CANDIDATES)})
     return state, meta
 
@@ -193,7 +197,7 @@ def build_model_from(meta: dict[str, Any], state: dict[str, torch.Tensor]) -> Tw
     """The float32 network of a not-yet-written two-stage file (stored values, as inference will see them)."""
     from medcert.models import build_model
 
-    model = build_model(ARCHITECTURE_2, meta["config"])
+    model = build_model(ARCHITECTURE, meta["config"])
     model.load_state_dict(state, strict=True)
     return model.eval()  # type: ignore[return-value]
 
@@ -207,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-cal", type=int, default=16)
     ap.add_argument("--max-fp", type=float, default=1.0)
     ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--version", required=True)
+    ap.add_argument("--version", default=MODEL_VERSION)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--cache", help="candidate cache folder (default: next to --out)")

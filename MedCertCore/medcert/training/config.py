@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-# Two networks in one certified model (docs/demo-model.md): a lung network on full-width tiles and a
-# batch-normalised nodule network (normalised with statistics learnt in training, not per tile).
-ARCHITECTURE = "medcert.lungnodule/1"
-MODEL_CONFIG: dict[str, Any] = {"lung": {"in_channels": 2, "channels": [8, 16, 32, 64, 128]},
-                                "nodule": {"in_channels": 1, "channels": [16, 32, 64, 128], "norm": "batch"}}
+# Stage 1 (docs/demo-model.md): two networks, a lung network on full-width tiles and a batch-normalised nodule
+# network (normalised with statistics learnt in training, not per tile), trained by ``medcert train-demo-model``.
+STAGE1_ARCHITECTURE = "medcert.lungnodule/1"
+STAGE1_CONFIG: dict[str, Any] = {"lung": {"in_channels": 2, "channels": [8, 16, 32, 64, 128]},
+                                 "nodule": {"in_channels": 1, "channels": [16, 32, 64, 128], "norm": "batch"}}
+# The shipped model adds a candidate classifier (``medcert.training.classifier``): candidates are the local
+# maxima (7^3 windows, at most 512) of the stage-1 nodule margin raised by 2.5 logits; each is scored on a 16^3
+# patch (32 mm) of windowed intensity + stage-1 margin.
+CLASSIFIER: dict[str, Any] = {"in_channels": 2, "channels": [32, 64], "patch": 16, "hidden": 64}
+CANDIDATES: dict[str, Any] = {"offset": 2.5, "nms": 7, "limit": 512}
+ARCHITECTURE = "medcert.lungnodule/2"
+MODEL_CONFIG: dict[str, Any] = {**STAGE1_CONFIG, "classifier": CLASSIFIER, "candidates": CANDIDATES}
 # Full-width tiles in x (512 mm at 2 mm): every tile sees both lungs and the mediastinum. The lung network's
 # instance normalisation removes absolute intensity and midline offsets, so left/right must come from
 # context inside the tile (see docs/demo-model.md).
@@ -23,7 +30,7 @@ ADAPTER: dict[str, Any] = {
     "overlap": 0.25, "labels": {"1": "right lung", "2": "left lung", "3": "lung nodule"}, "anomaly_label": 3,
 }
 MODEL_NAME = "medcert-lung-demo"
-MODEL_VERSION = "2.2.0"
+MODEL_VERSION = "3.0.0"
 INTENDED_USE = ("Demonstration of certified, replay-verifiable inference on synthetic chest CT phantoms. "
                 "Not a medical device; not for clinical use; never validated on patient data.")
 

@@ -152,6 +152,22 @@ def _training_lines(tr: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _classifier_lines(clf: Any, candidates: Any) -> list[str]:
+    """The stage that trains the candidate classifier (``medcert.training.classifier``), if the file has one."""
+    if not isinstance(clf, dict):
+        return []
+    first, last = clf.get("training_phantoms", ["?", "?"])
+    cand = json.dumps(candidates, sort_keys=True) if isinstance(candidates, dict) else "?"
+    return [f"- Candidate classifier: {clf.get('candidates')} candidates ({clf.get('nodule_candidates')} on nodules) "
+            f"of the calibrated stages above on phantoms {first}..{last} (nodule-rich mix at the generator's "
+            f"acquisition), candidates `{cand}`; {clf.get('steps')} steps; candidate extraction "
+            f"{clf.get('extract_minutes')} min, training {clf.get('train_minutes')} min."]
+
+
+def _round(value: Any) -> Any:
+    return round(value, 3) if isinstance(value, float) else value
+
+
 def _loss(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k} {v}" for k, v in sorted(value.items()))
@@ -189,6 +205,7 @@ def render(w: ModelWeights, speed: dict[str, Any] | None = None) -> str:
         "",
         "## Training",
         *_training_lines(tr),
+        *_classifier_lines(m.get("classifier"), w.config.get("candidates")),
         "- Rebuild (training, operating point, evaluation, this card): `bash scripts/build-demo-model.sh` builds",
         "  the current recipe (docs/demo-model.md); the recipe of an earlier version is in that script's history.",
         "",
@@ -202,7 +219,16 @@ def render(w: ModelWeights, speed: dict[str, Any] | None = None) -> str:
                   f"`{json.dumps(op.get('rule', {}), sort_keys=True)}`, calibration seeds "
                   f"{first}..{last} on the canonical grid: "
                   f"sensitivity ≥ 6 mm {at.get('sensitivity_ge6mm')}, {at.get('fp_per_scan')} false positives per "
-                  "scan.", ""]
+                  "scan."]
+        clf = m.get("classifier")
+        if isinstance(clf, dict) and isinstance(clf.get("calibration"), dict):
+            c = clf["calibration"]
+            first, last = c.get("seeds", ["?", "?"])
+            lines.append(f"- Candidate classifier threshold {_round(c.get('threshold'))} (subtracted from its output "
+                         f"bias), rule `{json.dumps(c.get('rule', {}), sort_keys=True)}`, the same calibration seeds "
+                         f"{first}..{last}: {c.get('found_ge6mm')} of {c.get('nodules_ge6mm')} nodules ≥ 6 mm hit by "
+                         f"an accepted candidate, {c.get('fp_per_scan')} false candidates per scan.")
+        lines.append("")
     held = m.get("held_out_phantoms")
     if held:
         lines += ["## Validation on held-out phantoms", "",

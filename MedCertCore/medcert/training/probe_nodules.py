@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, WeightsError, ValueError) as e:
             ap.error(f"{path}: {e}")
         net = adapter.network().eval()
+        net = getattr(net, "stage1", net)  # a two-stage model's nodule network is its stage 1's
         if not hasattr(net, "nodule"):
             ap.error(f"{path}: not a lung-nodule model (no nodule network)")
         if spec is not None and adapter.spec != spec:

@@ -31,13 +31,13 @@ from medcert.models import build_model
 from medcert.phantom.params import PARAMS_VERSION
 from medcert.training.config import (
     ADAPTER,
-    ARCHITECTURE,
     DENSE_HU,
     INTENDED_USE,
-    MODEL_CONFIG,
     MODEL_NAME,
     MODEL_VERSION,
     NODULE_PATCH,
+    STAGE1_ARCHITECTURE,
+    STAGE1_CONFIG,
     training_phantom_seed,
 )
 from medcert.training.dataset import (
@@ -73,7 +73,7 @@ class TrainConfig:
     nodule_batch: int = 2
     nodule_pos_weight: float = 10.0
     nodule_patch: tuple[int, int, int] = NODULE_PATCH
-    model_config: dict[str, Any] = field(default_factory=lambda: {k: dict(v) for k, v in MODEL_CONFIG.items()})
+    model_config: dict[str, Any] = field(default_factory=lambda: {k: dict(v) for k, v in STAGE1_CONFIG.items()})
     adapter: dict[str, Any] = field(default_factory=lambda: dict(ADAPTER))
     phantom_overrides: dict[str, Any] | None = None  # None: medcert.training.dataset.training_overrides
     # Second stage: start from a trained file (same architecture and config) and train only the nodule network,
@@ -131,7 +131,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     torch.set_num_threads(max(1, int(cfg.threads)))
     torch.manual_seed(cfg.seed)
     spec = PreprocessSpec.from_json(cfg.adapter)
-    model = build_model(ARCHITECTURE, cfg.model_config)
+    model = build_model(STAGE1_ARCHITECTURE, cfg.model_config)
     init_info = _load_init(cfg, model) if cfg.init is not None else None
     # Channels-last 3-D layout: oneDNN's convolutions run 1.2-1.5x faster per training step on CPU
     # (python -m medcert.training.bench_steps).
@@ -222,7 +222,7 @@ def metadata(cfg: TrainConfig, info: dict[str, Any], init: dict[str, Any] | None
     if init is not None:  # a later stage: its own phantoms, then those of the file it started from
         data = f"this stage: {data}. Earlier stage: {init['training_data']}"
     return {
-        "architecture": ARCHITECTURE, "config": cfg.model_config, "adapter": cfg.adapter, "name": MODEL_NAME,
+        "architecture": STAGE1_ARCHITECTURE, "config": cfg.model_config, "adapter": cfg.adapter, "name": MODEL_NAME,
         "version": MODEL_VERSION, "intended_use": INTENDED_USE, "training_data": data,
         "metrics": {"training": info},
     }
@@ -233,7 +233,7 @@ def _load_init(cfg: TrainConfig, model: torch.nn.Module) -> dict[str, Any]:
     from medcert.weights import load_weights
 
     w = load_weights(cfg.init)  # type: ignore[arg-type]
-    if w.architecture != ARCHITECTURE or w.config != cfg.model_config or w.adapter != cfg.adapter:
+    if w.architecture != STAGE1_ARCHITECTURE or w.config != cfg.model_config or w.adapter != cfg.adapter:
         raise MedCertError(f"{cfg.init}: architecture, config or adapter differ from this training run")
     model.load_state_dict(w.state_dict)  # same architecture and config; float16 storage is cast on copy
     return {"file_sha256": w.digest_hex, "training": w.metrics.get("training", {}), "training_data": w.training_data}
