@@ -61,9 +61,13 @@ def test_shipped_file_loads_and_matches_model_card(weights):
         (MODEL_NAME, ARCHITECTURE, MODEL_CONFIG, ADAPTER)  # the current recipe (scripts/build-demo-model.sh)
     assert weights.architecture in known_architectures()
     assert "not a medical device" in weights.intended_use.lower()
-    # Two training stages (the second starts from the first's file) and a calibrated operating point.
+    # Two training stages (the second starts from the first's file), a calibrated operating point, and the
+    # candidate classifier trained on the calibrated stages' candidates, its threshold set on calibration phantoms.
     assert weights.metrics["training"]["init"]["training"]["step_pairs"] > 0
     assert "nodule_logit_offset" in weights.metrics["operating_point"]
+    clf = weights.metrics["classifier"]
+    assert clf["nodule_candidates"] > 0 and clf["calibration"]["fp_per_scan"] <= 1.0
+    assert clf["calibration"]["seeds"][0] == weights.metrics["operating_point"]["seeds"][0]
     held = weights.metrics["held_out_phantoms"]
     assert held["n_scans"] >= 50 and held["seeds"][0] >= HELD_OUT_SEED_START
     assert default_weights_path() == WEIGHTS

@@ -72,7 +72,7 @@ def _blobs():
 
 @pytest.mark.parametrize("bias", [-100.0, 0.0, 100.0])
 def test_each_component_keeps_the_nodule_label_only_when_its_best_candidate_scores_above_zero(bias):
-    net = _two_stage()
+    net = _two_stage(offset=1.5)
     with torch.no_grad():
         net.classifier.head[4].bias.fill_(bias)
         x, logits = _blobs()
@@ -82,14 +82,23 @@ def test_each_component_keeps_the_nodule_label_only_when_its_best_candidate_scor
     comp, n = ndimage.label((margin > 0).numpy(), structure=np.ones((3, 3, 3), bool))
     assert n >= 3 and len(found["scores"]) >= n
     labels = out.argmax(0).numpy()
+    refined = nodule_margin(out)
+    accepted = 0
     for c in range(1, n + 1):
-        inside = comp == c
-        best = max(s for v, s in zip(found["voxels"], found["scores"], strict=True) if comp[tuple(v)] == c)
-        assert (labels[inside] == 3).all() if best > 0 else not (labels[inside] == 3).any()
-    assert not (labels[comp == 0] == 3).any()
-    if bias > 0:  # every candidate accepted: the stage-1 labelmap, untouched margins
-        assert np.array_equal(labels, logits.argmax(0).numpy())
-        assert torch.equal(out[3][torch.from_numpy(comp > 0)], logits[3][torch.from_numpy(comp > 0)])
+        inside = torch.from_numpy(comp == c)
+        scores = [s for v, s in zip(found["voxels"], found["scores"], strict=True) if comp[tuple(v)] == c]
+        if scores and max(scores) > 0:  # accepted: nodule throughout, margin capped at the best score
+            accepted += 1
+            assert (labels[inside.numpy()] == 3).all()
+            assert torch.allclose(refined[inside], torch.minimum(margin[inside], torch.tensor(max(scores))), atol=1e-5)
+        else:  # rejected (or no candidate of its own): the offset below zero, like everything outside
+            assert not (labels[inside.numpy()] == 3).any()
+            assert torch.allclose(refined[inside], torch.full_like(refined[inside], -1.5), atol=1e-5)
+    outside = torch.from_numpy(comp == 0)
+    assert not (labels[outside.numpy()] == 3).any()
+    assert torch.equal(out[3][outside], logits[3][outside] - 1.5)  # stage 1 without the candidate offset
+    with_candidates = len({int(comp[tuple(v)]) for v in found["voxels"]})
+    assert accepted == {-100.0: 0, 100.0: with_candidates}.get(bias, accepted) and with_candidates >= 3
 
 
 def test_fingerprint_covers_the_classifier_and_a_changed_classifier_moves_only_its_layers(stage1_file, tmp_path):
@@ -166,3 +175,14 @@ def test_explanation_adds_the_gradient_of_the_accepted_candidates_scores():
         found["scores"] = found["scores"] - 1000.0
     with certified_mode(grad=True):
         assert net.candidate_saliency(found, (20, 20, 20)) is None
+
+
+def test_stage3_cli_refuses_an_uncalibrated_stage1_file_and_writes_nothing(stage1_file, tmp_path, capsys):
+    from medcert.training.classifier import main
+
+    out = tmp_path / "m.safetensors"
+    assert main(["--stage1", str(stage1_file), "--out", str(out), "--cache", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "calibrated medcert.lungnodule/1" in err and "\n" not in err
+    assert main(["--stage1", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 2
+    assert "not found" in capsys.readouterr().err and not out.exists()

@@ -3,9 +3,12 @@
 Stage 1 is ``medcert.lungnodule/1`` run tile by tile, its nodule log-odds raised by ``candidates.offset``.
 Stage 2 runs once on the whole canonical grid (:meth:`refine`): the local maxima of the raised nodule margin are
 candidates; a :class:`CandidateClassifier` scores a patch (windowed intensity + stage-1 margin) around each,
-averaged over four flips. Every 26-connected component ``C`` of ``margin > 0`` keeps the margin
-``min(margin, max_{k in C} s_k)``, so a voxel is labelled nodule exactly when stage 1 calls it a candidate and
-the best candidate of its component scores above 0. The classifier's output bias is the operating point.
+averaged over four flips. A 26-connected component ``C`` of ``margin > 0`` whose best score ``S = max_{k in C} s_k``
+is above 0 is accepted and keeps the margin ``min(margin, S)``; every other voxel gets ``min(margin, 0) - offset``
+(outside the candidate regions: stage 1's margin without the offset). So a voxel is labelled nodule exactly when
+it lies in an accepted component, and the labels elsewhere keep the headroom of stage 1's own operating point
+(interpolating the logits onto a fine input grid cannot raise specks of nodule there). The classifier's output
+bias is the operating point.
 """
 
 from __future__ import annotations
@@ -68,12 +71,11 @@ class TwoStageLungNoduleNet(nn.Module):
         scores = self.score(patches)
         best = np.full(int(comp.max()) + 1, -np.inf, dtype=np.float32)
         np.maximum.at(best, cand_comp, scores.cpu().numpy().astype(np.float32))
-        best[0] = np.inf  # outside every component the margin is left as it is (it is <= 0 there)
-        cap = torch.from_numpy(best[comp]).to(margin.device)
-        floor = margin.min() if margin.numel() else margin.new_tensor(0.0)
-        refined = torch.minimum(margin, torch.maximum(cap, floor))
+        cap = torch.from_numpy(best[comp]).to(margin.device)  # -inf outside components and without candidates
+        others = logits[:3].amax(dim=0)
         out = logits.clone()
-        out[3] = torch.where(refined < margin, logits[:3].amax(dim=0) + refined, logits[3])  # untouched: as is
+        out[3] = torch.where(cap > 0, torch.minimum(logits[3], others + cap.clamp_min(0)),
+                             torch.minimum(logits[3], others) - self.offset)
         found = {"voxels": centres.cpu().numpy(), "margin": margin[tuple(centres.T)].cpu().numpy(),
                  "scores": scores.cpu().numpy(), "patches": patches}
         return out, found

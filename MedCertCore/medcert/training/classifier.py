@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medcert.errors import MedCertError
 from medcert.models.lung_nodule_two_stage import CLASSIFIER_BIAS, TwoStageLungNoduleNet
 from medcert.training.candidate_data import CandidateSet, extract_candidates, phantom_overrides
 from medcert.training.config import (
@@ -31,6 +33,7 @@ from medcert.training.config import (
     CANDIDATES,
     CLASSIFIER,
     MODEL_VERSION,
+    STAGE1_ARCHITECTURE,
     training_phantom_seed,
 )
 from medcert.training.evaluate import SENS_MIN_DIAMETER
@@ -40,7 +43,8 @@ EXTRACT = CLASSIFIER["patch"] + 2  # one voxel of random shift each way in train
 
 
 def _extract(seed: int, stage1: str, cache: str, training: bool, threads: int | None) -> str:
-    """Candidates of one phantom, cached as ``cache/{train|cal}-{seed}.npz`` (reused when present)."""
+    """Candidates of one phantom, cached as ``cache/{train|cal}-{seed}.npz`` (reused when present; ``cache`` is
+    specific to the stage-1 file)."""
     out = Path(cache) / f"{'train' if training else 'cal'}-{seed}.npz"
     if out.is_file():
         return str(out)
@@ -147,30 +151,37 @@ def assemble(stage1: Any, classifier: nn.Module, version: str, metrics: dict[str
 
     state = {f"stage1.{k}": v for k, v in stage1.state_dict.items()}
     state.update({f"classifier.{k}": v for k, v in storage_state(classifier.state_dict()).items()})
-    meta = stage1.metadata({**stage1.metrics, **metrics})
+    inherited = {k: v for k, v in stage1.metrics.items() if k != "held_out_phantoms"}  # measured on stage 1 alone
+    meta = stage1.metadata({**inherited, **metrics})
     meta.update(architecture=ARCHITECTURE, version=version,
                 config={**stage1.config, "classifier": dict(CLASSIFIER), "candidates": dict(CANDIDATES)})
     return state, meta
 
 
 def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: int, n_cal: int, max_fp: float,
-                    jobs: int, cache: Path, steps: int, version: str, threads: int | None = None) -> dict[str, Any]:
+                    jobs: int, cache: Path, steps: int, version: str, threads: int | None = None,
+                    overwrite: bool = False) -> dict[str, Any]:
     """Extract candidates, train, calibrate the bias, write ``out``; returns the stage-3 record."""
     from medcert.weights import load_weights, save_weights
 
-    t0 = time.perf_counter()
-    cache.mkdir(parents=True, exist_ok=True)
     stage1 = load_weights(stage1_path)
+    if stage1.architecture != STAGE1_ARCHITECTURE or "operating_point" not in stage1.metrics:
+        raise MedCertError(f"{stage1_path}: expected a calibrated {STAGE1_ARCHITECTURE} file "
+                           "(python -m medcert.training.operating_point)")
+    if out.exists() and not overwrite:
+        raise MedCertError(f"{out} exists (pass --overwrite to replace it)")
     wt = worker_threads(threads, jobs)
     jobs_list = ([(training_phantom_seed(run_seed, i), True) for i in range(phantoms)]
                  + [(CALIBRATION_SEED_START + i, False) for i in range(n_cal)])
+    cache = cache / stage1.digest_hex[:16]  # candidates of this stage-1 file only
+    cache.mkdir(parents=True, exist_ok=True)
     fn = functools.partial(_extract_job, stage1=str(stage1_path), cache=str(cache), threads=wt)
     paths = list(map_seeds(fn, jobs_list, jobs))
     sets = [CandidateSet.load(Path(p)) for p in paths]
     train_sets, cal_sets = sets[:phantoms], sets[phantoms:]
-    t_extract = time.perf_counter() - t0
+    t1 = time.perf_counter()
     net = train_classifier(train_sets, steps=steps, seed=run_seed, threads=threads or 2)
-    t_train = time.perf_counter() - t0 - t_extract
+    t_train = time.perf_counter() - t1
     state, meta = assemble(stage1, net, version, {})
     model = build_model_from(meta, state)
     with torch.inference_mode():
@@ -181,11 +192,12 @@ def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: in
     record = {"training_phantoms": [training_phantom_seed(run_seed, 0), training_phantom_seed(run_seed, phantoms - 1)],
               "candidates": int(sum(len(s.nodule) for s in train_sets)),
               "nodule_candidates": int(sum(int((s.nodule >= 0).sum()) for s in train_sets)),
-              "steps": steps, "extract_minutes": round(t_extract / 60, 1), "train_minutes": round(t_train / 60, 1),
+              "steps": steps, "extract_worker_minutes": round(sum(x.seconds for x in sets) / 60, 1),
+              "extract_jobs": jobs, "train_minutes": round(t_train / 60, 1),
               "calibration": {"seeds": [CALIBRATION_SEED_START, CALIBRATION_SEED_START + n_cal - 1],
                               "rule": {"max_false_candidates_per_scan": max_fp}, **point}}
-    meta["metrics"] = {**stage1.metrics, "classifier": record}
-    save_weights(out, state, meta, overwrite=True)
+    meta["metrics"] = {**meta["metrics"], "classifier": record}
+    save_weights(out, state, meta, overwrite=overwrite)
     return record
 
 
@@ -215,12 +227,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--cache", help="candidate cache folder (default: next to --out)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = ap.parse_args(argv)
+    if args.phantoms < 1 or args.n_cal < 1 or args.steps < 1 or args.max_fp < 0:
+        ap.error("--phantoms, --n-cal and --steps must be positive and --max-fp non-negative")
     out = Path(args.out)
     cache = Path(args.cache) if args.cache else out.parent / "candidates"
-    record = build_two_stage(Path(args.stage1), out, run_seed=args.seed, phantoms=args.phantoms, n_cal=args.n_cal,
-                             max_fp=args.max_fp, jobs=args.jobs, cache=cache, steps=args.steps,
-                             version=args.version, threads=args.threads)
+    try:
+        record = build_two_stage(Path(args.stage1), out, run_seed=args.seed, phantoms=args.phantoms,
+                                 n_cal=args.n_cal, max_fp=args.max_fp, jobs=args.jobs, cache=cache, steps=args.steps,
+                                 version=args.version, threads=args.threads, overwrite=args.overwrite)
+    except (MedCertError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(record))
     print(out)
     return 0

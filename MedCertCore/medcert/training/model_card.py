@@ -161,7 +161,8 @@ def _classifier_lines(clf: Any, candidates: Any) -> list[str]:
     return [f"- Candidate classifier: {clf.get('candidates')} candidates ({clf.get('nodule_candidates')} on nodules) "
             f"of the calibrated stages above on phantoms {first}..{last} (nodule-rich mix at the generator's "
             f"acquisition), candidates `{cand}`; {clf.get('steps')} steps; candidate extraction "
-            f"{clf.get('extract_minutes')} min, training {clf.get('train_minutes')} min."]
+            f"{clf.get('extract_worker_minutes')} worker-minutes ({clf.get('extract_jobs')} workers), training "
+            f"{clf.get('train_minutes')} min."]
 
 
 def _round(value: Any) -> Any:
