@@ -8,7 +8,7 @@ import pytest
 from medcert.inference import WeightsAdapter
 from medcert.training.config import HELD_OUT_SEED_START
 from medcert.training.dataset import make_training_case
-from medcert.training.probe_nodules import probe_case, summary_line
+from medcert.training.probe_nodules import nodule_network, probe_case, summary_line
 from medcert.weights import load_weights
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "medcert-lung-demo.safetensors"
@@ -20,7 +20,7 @@ FINE = {"spacing_xy": 1.5, "thickness": 1.5, "oblique_deg": 0.0}
 @pytest.fixture(scope="module")
 def shipped():
     adapter = WeightsAdapter.from_weights(load_weights(WEIGHTS))
-    return adapter.network().eval().nodule, adapter.spec
+    return nodule_network(adapter.network().eval()), adapter.spec
 
 
 def test_large_solid_nodule_is_fired_on_and_ground_glass_is_faint(shipped):

@@ -197,8 +197,18 @@ def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: in
               "calibration": {"seeds": [CALIBRATION_SEED_START, CALIBRATION_SEED_START + n_cal - 1],
                               "rule": {"max_false_candidates_per_scan": max_fp}, **point}}
     meta["metrics"] = {**meta["metrics"], "classifier": record}
+    meta["training_data"] = classifier_training_data(record["training_phantoms"], stage1.training_data)
     save_weights(out, state, meta, overwrite=overwrite)
     return record
+
+
+def classifier_training_data(seeds: list[int], stage1: str) -> str:
+    """The file's training-data description: the classifier's phantoms, then the dense networks' own."""
+    from medcert.phantom.params import PARAMS_VERSION
+
+    return (f"Candidate classifier: {seeds[1] - seeds[0] + 1} synthetic chest CT phantoms (medcert.phantom "
+            f"v{PARAMS_VERSION}), seeds {seeds[0]}..{seeds[1]}, nodule-rich mix at the generator's acquisition; no "
+            f"patient data. Dense networks: {stage1}")
 
 
 def _extract_job(job: tuple[int, bool], stage1: str, cache: str, threads: int | None) -> str:

@@ -1,7 +1,7 @@
 """Write ``MODEL_CARD.md`` from a weights file: identity, digest and the figures stored in its metadata.
 
     python -m medcert.training.model_card --weights Resources/Models/medcert-lung-demo.safetensors \
-        --out Resources/Models/MODEL_CARD.md [--speed docs/results/bench-full-size-2.2.0.json]
+        --out Resources/Models/MODEL_CARD.md [--speed docs/results/bench-full-size-3.0.0.json]
 
 Every quality figure in the card is read from the weights file's ``medcert.metrics`` (written by the trainer and
 by ``python -m medcert.training.evaluate --update-weights-metrics``), so the card cannot drift from the file.

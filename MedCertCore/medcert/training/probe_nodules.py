@@ -89,6 +89,12 @@ def _patch(text: str) -> tuple[int, int, int]:
     return p  # type: ignore[return-value]
 
 
+def nodule_network(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The nodule network of a ``medcert.lungnodule/1`` model, or of a ``/2`` model's stage 1 (None: neither)."""
+    net = getattr(model, "stage1", model)
+    return getattr(net, "nodule", None)
+
+
 def main(argv: list[str] | None = None) -> int:
     from medcert.errors import WeightsError
     from medcert.inference import WeightsAdapter
@@ -107,13 +113,12 @@ def main(argv: list[str] | None = None) -> int:
             adapter = WeightsAdapter.from_weights(load_weights(path))
         except (OSError, WeightsError, ValueError) as e:
             ap.error(f"{path}: {e}")
-        net = adapter.network().eval()
-        net = getattr(net, "stage1", net)  # a two-stage model's nodule network is its stage 1's
-        if not hasattr(net, "nodule"):
+        net = nodule_network(adapter.network().eval())
+        if net is None:
             ap.error(f"{path}: not a lung-nodule model (no nodule network)")
         if spec is not None and adapter.spec != spec:
             ap.error(f"{path}: preprocessing differs from {args.weights[0]}")
-        nets.append(net.nodule)
+        nets.append(net)
         spec = adapter.spec
     assert spec is not None
     for seeds in args.seeds:
