@@ -107,7 +107,7 @@ def test_fingerprint_covers_the_classifier_and_a_changed_classifier_moves_only_i
 
     s1 = load_weights(stage1_file)
     torch.manual_seed(2)
-    state, meta = assemble(s1, CandidateClassifier(**CLASSIFIER).eval(), "0", {})
+    state, meta = assemble(s1, CandidateClassifier(**CLASSIFIER).eval(), "0")
     meta["config"] = {**STAGE1, "classifier": CLASSIFIER, "candidates": {"offset": 20.0, "nms": 3, "limit": 64}}
     a = save_weights(tmp_path / "a.safetensors", state, meta)
     changed = dict(state)
@@ -140,7 +140,7 @@ def test_candidate_labels_training_and_threshold(stage1_file):
     lower = np.sort(scores[0][scores[0] < point["threshold"]])
     if len(lower):  # one candidate more would break the rule
         assert froc_point(scores, [cs], float(lower[-1]) - 1e-9)[2] > 2.0
-    state, meta = assemble(s1, net, "9", {"x": 1})
+    state, meta = assemble(s1, net, "9")
     assert meta["architecture"] == "medcert.lungnodule/2" and CLASSIFIER_BIAS in state
     assert state[CLASSIFIER_BIAS].dtype == torch.float16
 

@@ -40,10 +40,11 @@ class LungNoduleNet(nn.Module):
         return ([(f"lung.{n}", m) for n, m in self.lung.trace_layers()]
                 + [(f"nodule.{n}", m) for n, m in self.nodule.trace_layers()])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, nodule_offset: float = 0.0) -> torch.Tensor:
+        """Composite logits; ``nodule_offset`` is added to the nodule log-odds (0: unchanged)."""
         lung = self.lung(x)
         nod = self.nodule(x[:, : self.nodule_channels])
-        return combine(lung, nod)
+        return combine(lung, nod + nodule_offset if nodule_offset else nod)
 
 
 def combine(lung: torch.Tensor, nodule: torch.Tensor) -> torch.Tensor:

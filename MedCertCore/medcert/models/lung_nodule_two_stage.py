@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from medcert.models.candidate_classifier import CandidateClassifier
-from medcert.models.lung_nodule import LungNoduleNet, combine
+from medcert.models.lung_nodule import LungNoduleNet
 from medcert.models.nodule_candidates import candidate_components, find_candidates, gather_patches, nodule_margin
 
 CLASSIFIER_BIAS = "classifier.head.4.bias"
@@ -51,9 +51,7 @@ class TwoStageLungNoduleNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Stage 1 on one tile: composite logits with the candidate offset applied."""
-        lung = self.stage1.lung(x)
-        nod = self.stage1.nodule(x[:, : self.stage1.nodule_channels])
-        return combine(lung, nod + self.offset)
+        return self.stage1(x, self.offset)
 
     def score(self, patches: torch.Tensor) -> torch.Tensor:
         """Classifier log-odds ``[N]`` of patches ``[N, 2, p, p, p]``, averaged over the four flips."""

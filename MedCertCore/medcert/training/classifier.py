@@ -42,9 +42,10 @@ from medcert.training.parallel import map_seeds, set_threads, worker_threads
 EXTRACT = CLASSIFIER["patch"] + 2  # one voxel of random shift each way in training
 
 
-def _extract(seed: int, stage1: str, cache: str, training: bool, threads: int | None) -> str:
-    """Candidates of one phantom, cached as ``cache/{train|cal}-{seed}.npz`` (reused when present; ``cache`` is
-    specific to the stage-1 file)."""
+def _extract(job: tuple[int, bool], stage1: str, cache: str, threads: int | None) -> str:
+    """Candidates of phantom ``job = (seed, training)``, cached as ``cache/{train|cal}-{seed}.npz`` (reused when
+    present; ``cache`` is specific to the stage-1 file)."""
+    seed, training = job
     out = Path(cache) / f"{'train' if training else 'cal'}-{seed}.npz"
     if out.is_file():
         return str(out)
@@ -145,14 +146,14 @@ def choose_threshold(scores: list[np.ndarray], sets: list[CandidateSet], max_fp:
     return best
 
 
-def assemble(stage1: Any, classifier: nn.Module, version: str, metrics: dict[str, Any]) -> tuple[dict, dict]:
+def assemble(stage1: Any, classifier: nn.Module, version: str) -> tuple[dict, dict]:
     """State dict and metadata of the two-stage file (float16 storage like the stage-1 networks)."""
     from medcert.training.train import storage_state
 
     state = {f"stage1.{k}": v for k, v in stage1.state_dict.items()}
     state.update({f"classifier.{k}": v for k, v in storage_state(classifier.state_dict()).items()})
     inherited = {k: v for k, v in stage1.metrics.items() if k != "held_out_phantoms"}  # measured on stage 1 alone
-    meta = stage1.metadata({**inherited, **metrics})
+    meta = stage1.metadata(inherited)
     meta.update(architecture=ARCHITECTURE, version=version,
                 config={**stage1.config, "classifier": dict(CLASSIFIER), "candidates": dict(CANDIDATES)})
     return state, meta
@@ -175,14 +176,14 @@ def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: in
                  + [(CALIBRATION_SEED_START + i, False) for i in range(n_cal)])
     cache = cache / stage1.digest_hex[:16]  # candidates of this stage-1 file only
     cache.mkdir(parents=True, exist_ok=True)
-    fn = functools.partial(_extract_job, stage1=str(stage1_path), cache=str(cache), threads=wt)
+    fn = functools.partial(_extract, stage1=str(stage1_path), cache=str(cache), threads=wt)
     paths = list(map_seeds(fn, jobs_list, jobs))
     sets = [CandidateSet.load(Path(p)) for p in paths]
     train_sets, cal_sets = sets[:phantoms], sets[phantoms:]
     t1 = time.perf_counter()
     net = train_classifier(train_sets, steps=steps, seed=run_seed, threads=threads or 2)
     t_train = time.perf_counter() - t1
-    state, meta = assemble(stage1, net, version, {})
+    state, meta = assemble(stage1, net, version)
     model = build_model_from(meta, state)
     with torch.inference_mode():
         scores = [model.score(centre_crop(cs.patches, CLASSIFIER["patch"])).numpy() for cs in cal_sets]
@@ -209,10 +210,6 @@ def classifier_training_data(seeds: list[int], stage1: str) -> str:
     return (f"Candidate classifier: {seeds[1] - seeds[0] + 1} synthetic chest CT phantoms (medcert.phantom "
             f"v{PARAMS_VERSION}), seeds {seeds[0]}..{seeds[1]}, nodule-rich mix at the generator's acquisition; no "
             f"patient data. Dense networks: {stage1}")
-
-
-def _extract_job(job: tuple[int, bool], stage1: str, cache: str, threads: int | None) -> str:
-    return _extract(job[0], stage1, cache, job[1], threads)
 
 
 def build_model_from(meta: dict[str, Any], state: dict[str, torch.Tensor]) -> TwoStageLungNoduleNet:
