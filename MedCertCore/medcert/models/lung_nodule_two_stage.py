@@ -62,21 +62,34 @@ class TwoStageLungNoduleNet(nn.Module):
     def refine(self, x: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """Whole-grid stage 2: ``x`` ``[C, X, Y, Z]`` model input, ``logits`` ``[4, X, Y, Z]`` from :meth:`forward`.
         Returns the refined logits and the candidates (grid voxel, stage-1 margin, score)."""
+        found = self.find(x, logits)
+        out = self.gate(logits, found)
+        del found["components"], found["component_of"]
+        return out, found
+
+    def find(self, x: torch.Tensor, logits: torch.Tensor) -> dict[str, Any]:
+        """The candidates of :meth:`refine`: grid voxels, stage-1 margins, patches, scores, and the candidate
+        components (``components`` on the grid, ``component_of`` each candidate)."""
         margin = nodule_margin(logits)
         centres = find_candidates(margin, self.nms, self.limit)
         comp, cand_comp = candidate_components(margin, centres)
         patches = gather_patches(x[0], margin - self.offset, centres, self.classifier.patch)
         scores = self.score(patches)
-        best = np.full(int(comp.max()) + 1, -np.inf, dtype=np.float32)
-        np.maximum.at(best, cand_comp, scores.cpu().numpy().astype(np.float32))
-        cap = torch.from_numpy(best[comp]).to(margin.device)  # -inf outside components and without candidates
+        return {"voxels": centres.cpu().numpy(), "margin": margin[tuple(centres.T)].cpu().numpy(),
+                "scores": scores.cpu().numpy(), "patches": patches, "components": comp, "component_of": cand_comp}
+
+    def gate(self, logits: torch.Tensor, found: dict[str, Any], threshold: float = 0.0) -> torch.Tensor:
+        """Refined logits: components whose best score is above ``threshold`` are accepted (0: the model's own
+        operating point; calibration passes others)."""
+        comp = found["components"]
+        best = np.full(int(comp.max()) + 1, -np.inf, dtype=np.float64)
+        np.maximum.at(best, found["component_of"], found["scores"].astype(np.float64) - threshold)
+        cap = torch.from_numpy(best[comp].astype(np.float32)).to(logits.device)  # -inf outside / without candidates
         others = logits[:3].amax(dim=0)
         out = logits.clone()
         out[3] = torch.where(cap > 0, torch.minimum(logits[3], others + cap.clamp_min(0)),
                              torch.minimum(logits[3], others) - self.offset)
-        found = {"voxels": centres.cpu().numpy(), "margin": margin[tuple(centres.T)].cpu().numpy(),
-                 "scores": scores.cpu().numpy(), "patches": patches}
-        return out, found
+        return out
 
     def candidate_saliency(self, found: dict[str, Any], shape: tuple[int, int, int]) -> np.ndarray | None:
         """``|d(sum of the accepted candidates' scores) / d(intensity)|`` on the grid ``shape`` (float64; the

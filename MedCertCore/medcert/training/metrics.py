@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,20 +36,33 @@ def lung_scores(gt: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def nodule_scores(gt: np.ndarray, pred: np.ndarray, ijk_to_ras: np.ndarray, nodules: list[NoduleSpec],
-                  min_fp_diameter_mm: float = 0.0) -> dict[str, Any]:
-    """Per GT nodule: detected (a predicted component overlaps its GT voxels or has its centroid within its
-    radius + 1 mm). False positives: predicted components matching no GT nodule of any size."""
+@dataclass
+class NoduleMatch:
+    """Predicted nodule components (26-connected, labelled 1..n) and the ones that hit each GT nodule."""
+
+    components: np.ndarray
+    voxels: dict[int, tuple[np.ndarray, ...]]
+    diameters_mm: dict[int, float]
+    hits: list[set[int]]
+    gt_voxels: list[int]
+
+    def unmatched(self) -> list[int]:
+        matched = set().union(*self.hits) if self.hits else set()
+        return [k for k in self.voxels if k not in matched]
+
+
+def match_nodules(gt: np.ndarray, pred: np.ndarray, ijk_to_ras: np.ndarray,
+                  nodules: list[NoduleSpec]) -> NoduleMatch:
+    """A predicted component hits a GT nodule when it overlaps its GT voxels or has its centroid within its
+    radius + 1 mm."""
     voxel_mm3 = abs(float(np.linalg.det(ijk_to_ras[:3, :3])))
-    pcomp, n_pred = ndimage.label(pred == NODULE, structure=CONN26)
+    pcomp, _n = ndimage.label(pred == NODULE, structure=CONN26)
     gcomp, _ = ndimage.label(gt == NODULE, structure=CONN26)
     inv = np.linalg.inv(ijk_to_ras)
     p_idx = ndimage.value_indices(pcomp, ignore_value=0)
     p_cent = {c: ijk_to_ras[:3, :3] @ np.mean(np.array(ix, dtype=float), axis=1) + ijk_to_ras[:3, 3]
               for c, ix in p_idx.items()}
-    p_size = {c: len(ix[0]) * voxel_mm3 for c, ix in p_idx.items()}
-    matched: set[int] = set()
-    per_gt = []
+    hits, gt_voxels = [], []
     for nod in nodules:
         c = np.array(nod.center_ras)
         r = 0.5 * nod.diameter_mm
@@ -58,13 +72,22 @@ def nodule_scores(gt: np.ndarray, pred: np.ndarray, ijk_to_ras: np.ndarray, nodu
         for g in g_ids:
             hit |= {int(v) for v in np.unique(pcomp[gcomp == g]) if v}
         hit |= {k for k, pc in p_cent.items() if np.linalg.norm(pc - c) <= r + 1.0}
-        matched |= hit
-        per_gt.append({"diameter_mm": round(nod.diameter_mm, 2), "kind": nod.kind, "detected": bool(hit),
-                       "gt_voxels": int(sum(np.count_nonzero(gcomp == g) for g in g_ids))})
-    fps = [k for k in p_idx if k not in matched]
-    fp_diameters = {k: equivalent_diameter_mm(p_size[k]) for k in fps}
-    big_fps = [k for k in fps if fp_diameters[k] >= min_fp_diameter_mm]
-    return {"nodules": per_gt, "n_pred_components": int(n_pred), "fp": len(fps), "fp_sized": len(big_fps),
+        hits.append(hit)
+        gt_voxels.append(int(sum(np.count_nonzero(gcomp == g) for g in g_ids)))
+    diam = {c: equivalent_diameter_mm(len(ix[0]) * voxel_mm3) for c, ix in p_idx.items()}
+    return NoduleMatch(pcomp, p_idx, diam, hits, gt_voxels)
+
+
+def nodule_scores(gt: np.ndarray, pred: np.ndarray, ijk_to_ras: np.ndarray, nodules: list[NoduleSpec],
+                  min_fp_diameter_mm: float = 0.0) -> dict[str, Any]:
+    """Per GT nodule: detected (:func:`match_nodules`). False positives: predicted components matching no GT
+    nodule of any size."""
+    m = match_nodules(gt, pred, ijk_to_ras, nodules)
+    per_gt = [{"diameter_mm": round(nod.diameter_mm, 2), "kind": nod.kind, "detected": bool(hit), "gt_voxels": n}
+              for nod, hit, n in zip(nodules, m.hits, m.gt_voxels, strict=True)]
+    fp_diameters = {k: m.diameters_mm[k] for k in m.unmatched()}
+    return {"nodules": per_gt, "n_pred_components": len(m.voxels), "fp": len(fp_diameters),
+            "fp_sized": sum(d >= min_fp_diameter_mm for d in fp_diameters.values()),
             "fp_diameters_mm": sorted(round(d, 1) for d in fp_diameters.values())}
 
 

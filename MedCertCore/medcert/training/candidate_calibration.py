@@ -1,0 +1,250 @@
+"""Calibrate the two-stage model's operating point through the real pipeline, counted like the held-out benchmark.
+
+    python -m medcert.training.candidate_calibration --weights FILE --stage1 FILE --out FILE [--n 60] \
+        [--offsets 2.5,3.5,4.5] [--max-fp 0.8] [--jobs 2] [--cache DIR]
+
+Calibration phantoms (seeds from ``CALIBRATION_SEED_START``, the generator's own acquisition like the held-out
+set, disjoint from it) go through stage 1 once; the logits are cached per stage-1 file. For each candidate offset,
+stage 2 finds and scores the candidates with every candidate component accepted, the logits go onto the input
+grid, and each predicted nodule component there is matched to the GT nodules as in
+:func:`medcert.training.metrics.nodule_scores` and takes the best classifier score of the candidate components
+it covers. A threshold ``t`` keeps exactly the components scoring above ``t``, so every (offset, threshold) pair
+is counted on the input grid without segmenting again. The pair that finds the most nodules ≥ 6 mm with at most
+``--max-fp`` false-positive components per scan (then the fewest false positives, then the smallest offset) is
+baked into the file: the offset into its config, ``-t`` into the classifier's output bias.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medcert.errors import MedCertError
+from medcert.training.config import CALIBRATION_SEED_START, STAGE1_ARCHITECTURE
+from medcert.training.evaluate import SENS_MIN_DIAMETER
+from medcert.training.parallel import map_seeds, set_threads, worker_threads
+
+ALWAYS = float("inf")  # score of a component no candidate component covers (present at every threshold)
+
+
+def stage1_logits(seed: int, stage1: str, cache: Path,
+                  overrides: dict[str, Any] | None = None) -> tuple[Any, np.ndarray]:
+    """Phantom ``seed`` and its stage-1 logits on the canonical grid (cached as ``cache/logits{tag}-{seed}.npy``)."""
+    from medcert.atomic import atomic_write_bytes
+    from medcert.inference import WeightsAdapter
+    from medcert.inference.engine import sliding_window_logits
+    from medcert.phantom import generate_chest_ct
+    from medcert.weights import load_weights
+
+    ph = generate_chest_ct(seed, **(overrides or {}))
+    path = cache / f"logits{_tag(overrides)}-{seed}.npy"
+    if path.is_file():
+        return ph, np.load(path)
+    adapter = WeightsAdapter.from_weights(load_weights(stage1))
+    prep = adapter.preprocess(ph.volume)
+    logits = sliding_window_logits(adapter.network().requires_grad_(False), prep.tensor, adapter.patch,
+                                   adapter.overlap)
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, logits)
+    atomic_write_bytes(path, buf.getvalue())
+    return ph, logits
+
+
+def _tag(overrides: dict[str, Any] | None) -> str:
+    """Cache-name part of phantom overrides ("" for the generator's own acquisition)."""
+    if not overrides:
+        return ""
+    import hashlib
+
+    return "-" + hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def scan_table(seed: int, weights: str, stage1: str, cache: str, offsets: tuple[float, ...],
+               threads: int | None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Per offset: the input-grid nodule components' scores, which hit each GT nodule, and the GT diameters
+    (cached as ``cache/table-{weights digest}-{seed}.json``, one offset at a time; phantoms with ``overrides``
+    are for tests)."""
+    from medcert.atomic import atomic_write_bytes
+    from medcert.weights import load_weights
+
+    tag = _tag(overrides)
+    path = Path(cache) / f"table-{load_weights(weights).digest_hex[:16]}{tag}-{seed}.json"
+    table = json.loads(path.read_text()) if path.is_file() else {"offsets": {}}
+    missing = tuple(o for o in offsets if str(o) not in table["offsets"])
+    if missing:
+        new = _scan_table(seed, weights, stage1, Path(cache), missing, threads, overrides)
+        table = {**new, "offsets": {**table["offsets"], **new["offsets"]}}
+        atomic_write_bytes(path, json.dumps(table).encode())
+    return table
+
+
+def _scan_table(seed: int, weights: str, stage1: str, cache: Path, offsets: tuple[float, ...],
+                threads: int | None, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    from medcert.inference import WeightsAdapter
+    from medcert.inference.postprocess import to_input_grid
+    from medcert.tolerance import DEFAULT_PROFILE
+    from medcert.training.metrics import match_nodules
+    from medcert.weights import load_weights
+
+    set_threads(threads)
+    ph, raw = stage1_logits(seed, stage1, cache, overrides)
+    adapter = WeightsAdapter.from_weights(load_weights(weights))
+    model = adapter.network().requires_grad_(False)
+    prep = adapter.preprocess(ph.volume)
+    to_grid = np.linalg.inv(np.asarray(prep.grid_to_ras)) @ np.asarray(ph.volume.ijk_to_ras)
+    x = torch.from_numpy(prep.tensor)
+    out: dict[str, Any] = {"seed": seed, "diameters_mm": [n.diameter_mm for n in ph.nodules],
+                           "kinds": [n.kind for n in ph.nodules], "offsets": {}}
+    for offset in offsets:
+        model.offset = offset
+        logits = torch.from_numpy(raw).clone()
+        logits[3] += offset
+        with torch.inference_mode():
+            found = model.find(x, logits)
+            refined = model.gate(logits, found, threshold=-1e9).numpy()
+        comp = found["components"]
+        best = np.full(int(comp.max()) + 1, -np.inf)
+        np.maximum.at(best, found["component_of"], found["scores"].astype(np.float64))
+        labels = to_input_grid(refined, prep.grid_to_ras, ph.volume, anomaly_label=adapter.anomaly_label,
+                               margin_tol=DEFAULT_PROFILE.margin).labels
+        m = match_nodules(ph.labels, labels, ph.volume.ijk_to_ras, ph.nodules)
+        scores = {}
+        hi = np.array(comp.shape)[:, None] - 1
+        for k, ix in m.voxels.items():
+            ijk = np.stack([*ix, np.ones_like(ix[0])]).astype(np.float64)
+            g0 = np.floor(to_grid[:3] @ ijk).astype(np.int64)  # the 8 grid voxels each input voxel interpolates
+            g = [np.clip(g0 + np.array(c)[:, None], 0, hi) for c in np.ndindex(2, 2, 2)]
+            ids = np.unique(np.concatenate([comp[a[0], a[1], a[2]] for a in g]))
+            s = float(best[ids[ids > 0]].max()) if np.any(ids > 0) else ALWAYS
+            scores[k] = s if np.isfinite(s) else ALWAYS
+        keys = sorted(scores)
+        pos = {k: i for i, k in enumerate(keys)}
+        out["offsets"][str(offset)] = {
+            "scores": [scores[k] for k in keys], "unmatched": [pos[k] for k in m.unmatched()],
+            "hits": [sorted(pos[k] for k in h) for h in m.hits], "candidates": len(found["scores"])}
+    return out
+
+
+def count(tables: list[dict[str, Any]], offset: str, threshold: float) -> tuple[int, int, float]:
+    """Nodules ≥ 6 mm found, their number, false-positive components per scan at ``threshold``."""
+    found = total = fp = 0
+    for t in tables:
+        o = t["offsets"][offset]
+        s = np.asarray(o["scores"], dtype=np.float64)
+        keep = s > threshold
+        fp += int(keep[o["unmatched"]].sum()) if o["unmatched"] else 0
+        for d, hit in zip(t["diameters_mm"], o["hits"], strict=True):
+            if d >= SENS_MIN_DIAMETER:
+                total += 1
+                found += bool(hit) and bool(keep[hit].any())
+    return found, total, fp / max(1, len(tables))
+
+
+def choose_point(tables: list[dict[str, Any]], offsets: tuple[float, ...], max_fp: float) -> dict[str, Any]:
+    """The (offset, threshold) with the most nodules ≥ 6 mm found at ≤ ``max_fp`` FP/scan, then the fewest FP,
+    then the smallest offset; the threshold is midway between two distinct component scores."""
+    best: dict[str, Any] | None = None
+    for offset in sorted(offsets):
+        key = str(offset)
+        s = np.unique([v for t in tables for v in t["offsets"][key]["scores"] if np.isfinite(v)])
+        cuts = np.concatenate([[s[0] - 1.0], (s[:-1] + s[1:]) / 2, [s[-1] + 1.0]]) if s.size else np.zeros(1)
+        for thr in cuts:
+            found, total, fp = count(tables, key, float(thr))
+            if fp > max_fp:
+                continue
+            cand = {"offset": offset, "threshold": round(float(thr), 4), "found_ge6mm": found,
+                    "nodules_ge6mm": total, "fp_per_scan": round(fp, 3)}
+            if best is None or (found, -fp) > (best["found_ge6mm"], -best["fp_per_scan"]):
+                best = cand
+    if best is None:
+        raise MedCertError(f"no operating point has at most {max_fp} false positives per scan")
+    return best
+
+
+def calibrate(weights: Path, stage1: Path, out: Path, *, n: int, offsets: tuple[float, ...], max_fp: float,
+              jobs: int, cache: Path, threads: int | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Count every (offset, threshold) pair on ``n`` calibration phantoms and write the calibrated file."""
+    from medcert.models.lung_nodule_two_stage import CLASSIFIER_BIAS
+    from medcert.weights import load_weights, save_weights
+
+    w, s1 = load_weights(weights), load_weights(stage1)
+    if s1.architecture != STAGE1_ARCHITECTURE:
+        raise MedCertError(f"{stage1}: expected a {STAGE1_ARCHITECTURE} file")
+    if CLASSIFIER_BIAS not in w.state_dict:
+        raise MedCertError(f"{weights}: expected a two-stage model with a candidate classifier")
+    for k, v in s1.state_dict.items():
+        if not torch.equal(w.state_dict.get(f"stage1.{k}", torch.empty(0)), v):
+            raise MedCertError(f"{weights}: its stage 1 is not {stage1}")
+    if out.exists() and not overwrite:
+        raise MedCertError(f"{out} exists (pass --overwrite to replace it)")
+    cache = cache / s1.digest_hex[:16]
+    cache.mkdir(parents=True, exist_ok=True)
+    fn = functools.partial(scan_table, weights=str(weights), stage1=str(stage1), cache=str(cache), offsets=offsets,
+                           threads=worker_threads(threads, jobs))
+    tables = []
+    for t in map_seeds(fn, range(CALIBRATION_SEED_START, CALIBRATION_SEED_START + n), jobs):
+        tables.append(t)
+        print(f"seed {t['seed']}: " + ", ".join(f"offset {k}: {len(o['scores'])} components"
+                                               for k, o in t["offsets"].items()), flush=True)
+    point = choose_point(tables, offsets, max_fp)
+    state = dict(w.state_dict)
+    state[CLASSIFIER_BIAS] = (state[CLASSIFIER_BIAS].to(torch.float32) - point["threshold"]).to(
+        state[CLASSIFIER_BIAS].dtype)
+    meta = w.metadata({k: v for k, v in w.metrics.items() if k != "held_out_phantoms"})
+    meta["config"] = {**w.config, "candidates": {**w.config["candidates"], "offset": point["offset"]}}
+    record = {"seeds": [CALIBRATION_SEED_START, CALIBRATION_SEED_START + n - 1], "counted": "input-grid components",
+              "rule": {"max_fp_per_scan": max_fp, "offsets": list(offsets)}, **point}
+    meta["metrics"]["classifier"] = {**meta["metrics"].get("classifier", {}), "calibration": record}
+    save_weights(out, state, meta, overwrite=overwrite)
+    return {"calibration": record, "curves": {str(o): curve(tables, str(o)) for o in offsets}}
+
+
+def curve(tables: list[dict[str, Any]], offset: str) -> list[tuple[float, int, float]]:
+    """(threshold, found ≥ 6 mm, FP/scan) at a few thresholds, for the log."""
+    return [(thr, *count(tables, offset, thr)[::2]) for thr in (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m medcert.training.candidate_calibration",
+                                 description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", required=True, help="medcert.lungnodule/2 file to calibrate")
+    ap.add_argument("--stage1", required=True, help="the medcert.lungnodule/1 file it was built on")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--n", type=int, default=60)
+    ap.add_argument("--offsets", default="2.5,3.5,4.5")
+    ap.add_argument("--max-fp", type=float, default=0.8)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--cache", help="stage-1 logits cache folder (default: next to --out)")
+    ap.add_argument("--overwrite", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        offsets = tuple(float(v) for v in args.offsets.split(","))
+    except ValueError:
+        ap.error("--offsets: comma-separated numbers")
+    if args.n < 1 or args.max_fp < 0 or any(o < 0 for o in offsets):
+        ap.error("--n must be positive, --max-fp and --offsets non-negative")
+    out = Path(args.out)
+    try:
+        res = calibrate(Path(args.weights), Path(args.stage1), out, n=args.n, offsets=offsets, max_fp=args.max_fp,
+                        jobs=args.jobs, cache=Path(args.cache) if args.cache else out.parent / "stage1-logits",
+                        threads=args.threads, overwrite=args.overwrite)
+    except (MedCertError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(res))
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
