@@ -32,6 +32,7 @@ from medcert.training.evaluate import SENS_MIN_DIAMETER
 from medcert.training.parallel import map_seeds, set_threads, worker_threads
 
 ALWAYS = float("inf")  # score of a component no candidate component covers (present at every threshold)
+TABLE_FORMAT = 2  # cached tables of another format are counted again
 
 
 def stage1_logits(seed: int, stage1: str, cache: Path,
@@ -78,7 +79,9 @@ def scan_table(seed: int, weights: str, stage1: str, cache: str, offsets: tuple[
 
     tag = _tag(overrides)
     path = Path(cache) / f"table-{load_weights(weights).digest_hex[:16]}{tag}-{seed}.json"
-    table = json.loads(path.read_text()) if path.is_file() else {"offsets": {}}
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    if table.get("format") != TABLE_FORMAT:
+        table = {"offsets": {}}
     missing = tuple(o for o in offsets if str(o) not in table["offsets"])
     if missing:
         new = _scan_table(seed, weights, stage1, Path(cache), missing, threads, overrides)
@@ -102,7 +105,7 @@ def _scan_table(seed: int, weights: str, stage1: str, cache: Path, offsets: tupl
     prep = adapter.preprocess(ph.volume)
     to_grid = np.linalg.inv(np.asarray(prep.grid_to_ras)) @ np.asarray(ph.volume.ijk_to_ras)
     x = torch.from_numpy(prep.tensor)
-    out: dict[str, Any] = {"seed": seed, "diameters_mm": [n.diameter_mm for n in ph.nodules],
+    out: dict[str, Any] = {"format": TABLE_FORMAT, "seed": seed, "diameters_mm": [n.diameter_mm for n in ph.nodules],
                            "kinds": [n.kind for n in ph.nodules], "offsets": {}}
     for offset in offsets:
         model.offset = offset
@@ -130,7 +133,8 @@ def _scan_table(seed: int, weights: str, stage1: str, cache: Path, offsets: tupl
         pos = {k: i for i, k in enumerate(keys)}
         out["offsets"][str(offset)] = {
             "scores": [scores[k] for k in keys], "unmatched": [pos[k] for k in m.unmatched()],
-            "hits": [sorted(pos[k] for k in h) for h in m.hits], "candidates": len(found["scores"])}
+            "hits": [sorted(pos[k] for k in h) for h in m.hits],
+            "candidates": len(found["scores"])}
     return out
 
 

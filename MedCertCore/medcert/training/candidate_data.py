@@ -52,10 +52,8 @@ class CandidateSet:
                    float(z["seconds"]))
 
 
-def phantom_overrides(seed: int, training: bool) -> dict[str, Any]:
-    """Training phantoms: the nodule-rich mix at the generator's own acquisition; others: the generator's."""
-    if not training:
-        return {}
+def phantom_overrides(seed: int) -> dict[str, Any]:
+    """Training phantoms: the nodule-rich mix at the generator's own acquisition."""
     ov = training_overrides(seed, "hard")
     ov.pop("spacing_xy")
     return ov
