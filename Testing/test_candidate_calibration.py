@@ -4,6 +4,7 @@ then produces, and the CLI refuses mismatched files with one error line."""
 import numpy as np
 import pytest
 import torch
+from medcert.errors import MedCertError
 from medcert.inference import WeightsAdapter, run_segmentation
 from medcert.models.candidate_classifier import CandidateClassifier
 from medcert.models.lung_nodule_two_stage import CLASSIFIER_BIAS
@@ -116,3 +117,22 @@ def test_cli_refuses_a_stage1_file_that_is_not_the_models_and_writes_nothing(two
     with pytest.raises(SystemExit) as exc:
         main(["--weights", str(two_stage_file), "--stage1", str(other), "--out", str(out), "--offsets", "a,b"])
     assert exc.value.code == 2 and "--offsets" in capsys.readouterr().err
+
+
+def test_calibrate_writes_the_chosen_point_into_the_file(stage1_file, two_stage_file, tmp_path):
+    from medcert.training.candidate_calibration import calibrate
+    from medcert.training.config import CALIBRATION_SEED_START
+
+    out = tmp_path / "cal.safetensors"
+    res = calibrate(two_stage_file, stage1_file, out, n=1, offsets=(0.1, OFFSET), max_fp=2.0, jobs=1,
+                    cache=tmp_path, version="9.9", overrides=TINY)
+    point = res["calibration"]
+    w, before = load_weights(out), load_weights(two_stage_file)
+    assert w.version == "9.9" and w.config["candidates"]["offset"] == point["offset"] in (0.1, OFFSET)
+    assert w.metrics["classifier"]["calibration"] == point and point["seeds"] == [CALIBRATION_SEED_START] * 2
+    shift = before.state_dict[CLASSIFIER_BIAS].float() - w.state_dict[CLASSIFIER_BIAS].float()
+    assert abs(float(shift) - point["threshold"]) < 0.05  # float16 storage
+    assert point["fp_per_scan"] <= 2.0
+    with pytest.raises(MedCertError, match="exists"):
+        calibrate(two_stage_file, stage1_file, out, n=1, offsets=(OFFSET,), max_fp=2.0, jobs=1, cache=tmp_path,
+                  overrides=TINY)

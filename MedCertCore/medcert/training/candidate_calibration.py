@@ -175,8 +175,10 @@ def choose_point(tables: list[dict[str, Any]], offsets: tuple[float, ...], max_f
 
 
 def calibrate(weights: Path, stage1: Path, out: Path, *, n: int, offsets: tuple[float, ...], max_fp: float,
-              jobs: int, cache: Path, threads: int | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Count every (offset, threshold) pair on ``n`` calibration phantoms and write the calibrated file."""
+              jobs: int, cache: Path, threads: int | None = None, overwrite: bool = False,
+              version: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Count every (offset, threshold) pair on ``n`` calibration phantoms and write the calibrated file
+    (``overrides``: phantom acquisition overrides, for tests)."""
     from medcert.models.lung_nodule_two_stage import CLASSIFIER_BIAS
     from medcert.weights import load_weights, save_weights
 
@@ -193,7 +195,7 @@ def calibrate(weights: Path, stage1: Path, out: Path, *, n: int, offsets: tuple[
     cache = cache / s1.digest_hex[:16]
     cache.mkdir(parents=True, exist_ok=True)
     fn = functools.partial(scan_table, weights=str(weights), stage1=str(stage1), cache=str(cache), offsets=offsets,
-                           threads=worker_threads(threads, jobs))
+                           threads=worker_threads(threads, jobs), overrides=overrides)
     tables = []
     for t in map_seeds(fn, range(CALIBRATION_SEED_START, CALIBRATION_SEED_START + n), jobs):
         tables.append(t)
@@ -204,6 +206,7 @@ def calibrate(weights: Path, stage1: Path, out: Path, *, n: int, offsets: tuple[
     state[CLASSIFIER_BIAS] = (state[CLASSIFIER_BIAS].to(torch.float32) - point["threshold"]).to(
         state[CLASSIFIER_BIAS].dtype)
     meta = w.metadata({k: v for k, v in w.metrics.items() if k != "held_out_phantoms"})
+    meta["version"] = version or w.version
     meta["config"] = {**w.config, "candidates": {**w.config["candidates"], "offset": point["offset"]}}
     record = {"seeds": [CALIBRATION_SEED_START, CALIBRATION_SEED_START + n - 1], "counted": "input-grid components",
               "rule": {"max_fp_per_scan": max_fp, "offsets": list(offsets)}, **point}
@@ -229,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--cache", help="stage-1 logits cache folder (default: next to --out)")
+    ap.add_argument("--version", help="version of the calibrated file (default: the input file's)")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
     try:
@@ -241,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res = calibrate(Path(args.weights), Path(args.stage1), out, n=args.n, offsets=offsets, max_fp=args.max_fp,
                         jobs=args.jobs, cache=Path(args.cache) if args.cache else out.parent / "stage1-logits",
-                        threads=args.threads, overwrite=args.overwrite)
+                        threads=args.threads, overwrite=args.overwrite, version=args.version)
     except (MedCertError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
