@@ -11,7 +11,7 @@ from medcert.models.lung_nodule_two_stage import CLASSIFIER_BIAS
 from medcert.models.nodule_candidates import find_candidates, gather_patches, nodule_margin
 from medcert.tolerance import DEFAULT_PROFILE
 from medcert.training.candidate_data import extract_candidates
-from medcert.training.classifier import assemble, train_classifier
+from medcert.training.classifier import assemble, choose_threshold, froc_point, train_classifier
 from medcert.weights import load_weights, save_weights
 from scipy import ndimage
 
@@ -124,7 +124,7 @@ def test_fingerprint_covers_the_classifier_and_a_changed_classifier_moves_only_i
         assert moved == (ta.name in ("classifier.f1", "classifier.head")), ta.name
 
 
-def test_candidate_labels_and_training(stage1_file):
+def test_candidate_labels_training_and_threshold(stage1_file):
     s1 = load_weights(stage1_file)
     adapter = WeightsAdapter.from_weights(s1)
     cs = extract_candidates(4, adapter, adapter.network().requires_grad_(False), offset=20.0, nms=3, limit=5000,
@@ -134,6 +134,12 @@ def test_candidate_labels_and_training(stage1_file):
     assert (cs.nodule >= 0).any() and (cs.nodule < 0).any()
     net = train_classifier([cs], steps=3, batch=4, threads=1, config=CLASSIFIER)
     assert not net.training
+    scores = [np.random.default_rng(0).normal(size=len(cs.nodule))]
+    point = choose_threshold(scores, [cs], max_fp=2.0)
+    assert point["fp_per_scan"] <= 2.0
+    lower = np.sort(scores[0][scores[0] < point["threshold"]])
+    if len(lower):  # one candidate more would break the rule
+        assert froc_point(scores, [cs], float(lower[-1]) - 1e-9)[2] > 2.0
     state, meta = assemble(s1, net, "9")
     assert meta["architecture"] == "medcert.lungnodule/2" and CLASSIFIER_BIAS in state
     assert state[CLASSIFIER_BIAS].dtype == torch.float16

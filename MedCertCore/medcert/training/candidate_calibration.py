@@ -12,6 +12,10 @@ it covers. A threshold ``t`` keeps exactly the components scoring above ``t``, s
 is counted on the input grid without segmenting again. The pair that finds the most nodules ≥ 6 mm with at most
 ``--max-fp`` false-positive components per scan (then the fewest false positives, then the smallest offset) is
 baked into the file: the offset into its config, ``-t`` into the classifier's output bias.
+
+The shipped model's threshold is still set by :mod:`medcert.training.classifier` on candidates: recalibrating
+3.0.0 this way did not help on the held-out phantoms (docs/demo-model.md, experiment 3.1). The curves it prints
+are the component-level FROC on calibration phantoms, for judging a retrained classifier.
 """
 
 from __future__ import annotations

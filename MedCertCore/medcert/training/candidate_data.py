@@ -52,8 +52,10 @@ class CandidateSet:
                    float(z["seconds"]))
 
 
-def phantom_overrides(seed: int) -> dict[str, Any]:
-    """Training phantoms: the nodule-rich mix at the generator's own acquisition."""
+def phantom_overrides(seed: int, training: bool) -> dict[str, Any]:
+    """Training phantoms: the nodule-rich mix at the generator's own acquisition; others: the generator's."""
+    if not training:
+        return {}
     ov = training_overrides(seed, "hard")
     ov.pop("spacing_xy")
     return ov

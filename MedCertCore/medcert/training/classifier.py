@@ -1,12 +1,13 @@
 """Stage 3 of the demo model: train the candidate classifier and assemble ``medcert.lungnodule/2``.
 
-    python -m medcert.training.classifier --stage1 FILE --out FILE [--seed 2] [--phantoms 80] [--jobs 2] \
-        [--cache DIR]
+    python -m medcert.training.classifier --stage1 FILE --out FILE [--seed 2] [--phantoms 80] [--n-cal 16] \
+        [--max-fp 1.0] [--jobs 2] [--cache DIR]
 
 ``--stage1`` is a calibrated ``medcert.lungnodule/1`` file. Candidates (:mod:`medcert.training.candidate_data`)
-come from training phantoms ``training_phantom_seed(seed, i)`` (the nodule-rich mix); the classifier trains on
-balanced batches of them (random 16³ crops of 18³ patches, flips, x/y swap). Its operating point (candidate
-offset, output bias) is set afterwards by :mod:`medcert.training.candidate_calibration`.
+come from training phantoms ``training_phantom_seed(seed, i)`` (the nodule-rich mix) and from the calibration
+phantoms; the classifier trains on balanced batches of training candidates (random 16³ crops of 18³ patches,
+flips, x/y swap), and its output bias is then shifted so that on the calibration candidates, scored exactly as
+at inference, the most nodules ≥ 6 mm are hit with at most ``--max-fp`` false candidates per scan.
 """
 
 from __future__ import annotations
@@ -24,24 +25,28 @@ import torch
 from torch import nn
 
 from medcert.errors import MedCertError
+from medcert.models.lung_nodule_two_stage import CLASSIFIER_BIAS, TwoStageLungNoduleNet
 from medcert.training.candidate_data import CandidateSet, extract_candidates, phantom_overrides
 from medcert.training.config import (
     ARCHITECTURE,
+    CALIBRATION_SEED_START,
     CANDIDATES,
     CLASSIFIER,
     MODEL_VERSION,
     STAGE1_ARCHITECTURE,
     training_phantom_seed,
 )
+from medcert.training.evaluate import SENS_MIN_DIAMETER
 from medcert.training.parallel import map_seeds, set_threads, worker_threads
 
 EXTRACT = CLASSIFIER["patch"] + 2  # one voxel of random shift each way in training
 
 
-def _extract(seed: int, stage1: str, cache: str, threads: int | None) -> str:
-    """Candidates of training phantom ``seed``, cached as ``cache/train-{seed}.npz`` (reused when present;
-    ``cache`` is specific to the stage-1 file)."""
-    out = Path(cache) / f"train-{seed}.npz"
+def _extract(job: tuple[int, bool], stage1: str, cache: str, threads: int | None) -> str:
+    """Candidates of phantom ``job = (seed, training)``, cached as ``cache/{train|cal}-{seed}.npz`` (reused when
+    present; ``cache`` is specific to the stage-1 file)."""
+    seed, training = job
+    out = Path(cache) / f"{'train' if training else 'cal'}-{seed}.npz"
     if out.is_file():
         return str(out)
     from medcert.atomic import atomic_write_bytes
@@ -52,7 +57,7 @@ def _extract(seed: int, stage1: str, cache: str, threads: int | None) -> str:
     adapter = WeightsAdapter.from_weights(load_weights(stage1))
     cs = extract_candidates(seed, adapter, adapter.network().requires_grad_(False), offset=CANDIDATES["offset"],
                             nms=CANDIDATES["nms"], limit=CANDIDATES["limit"], size=EXTRACT,
-                            overrides=phantom_overrides(seed))
+                            overrides=phantom_overrides(seed, training))
     atomic_write_bytes(out, cs.to_bytes(), overwrite=True)
     return str(out)
 
@@ -107,6 +112,40 @@ def train_classifier(sets: list[CandidateSet], *, steps: int = 1500, seed: int =
     return net.eval()
 
 
+def centre_crop(patches: np.ndarray, size: int) -> torch.Tensor:
+    o = (patches.shape[-1] - size) // 2
+    return torch.from_numpy(np.ascontiguousarray(patches[:, :, o:o + size, o:o + size, o:o + size], np.float32))
+
+
+def froc_point(scores: list[np.ndarray], sets: list[CandidateSet], threshold: float) -> tuple[int, int, float]:
+    """Nodules ≥ 6 mm hit by a candidate scoring above ``threshold``, their number, false candidates per scan."""
+    found = total = fp = 0
+    for s, cs in zip(scores, sets, strict=True):
+        keep = s > threshold
+        total += int((cs.diameters >= SENS_MIN_DIAMETER).sum())
+        hit = set(cs.nodule[keep & (cs.nodule >= 0)].tolist())
+        found += sum(1 for j in hit if cs.diameters[j] >= SENS_MIN_DIAMETER)
+        fp += int((keep & (cs.nodule < 0)).sum())
+    return found, total, fp / max(len(sets), 1)
+
+
+def choose_threshold(scores: list[np.ndarray], sets: list[CandidateSet], max_fp: float) -> dict[str, Any]:
+    """The lowest threshold (midway between two distinct scores) with at most ``max_fp`` false candidates/scan."""
+    levels = np.unique(np.concatenate(scores)) if scores else np.zeros(0)
+    best: dict[str, Any] | None = None
+    for i in range(len(levels) - 1, -1, -1):
+        thr = float(levels[i - 1] + levels[i]) / 2 if i else float(levels[0]) - 1.0
+        found, total, fp = froc_point(scores, sets, thr)
+        if fp > max_fp:
+            break
+        best = {"threshold": thr, "found_ge6mm": found, "nodules_ge6mm": total, "fp_per_scan": fp}
+    if best is None:
+        top = float(levels[-1]) + 1.0 if len(levels) else 0.0
+        found, total, fp = froc_point(scores, sets, top)
+        best = {"threshold": top, "found_ge6mm": found, "nodules_ge6mm": total, "fp_per_scan": fp}
+    return best
+
+
 def assemble(stage1: Any, classifier: nn.Module, version: str) -> tuple[dict, dict]:
     """State dict and metadata of the two-stage file (float16 storage like the stage-1 networks)."""
     from medcert.training.train import storage_state
@@ -120,9 +159,10 @@ def assemble(stage1: Any, classifier: nn.Module, version: str) -> tuple[dict, di
     return state, meta
 
 
-def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: int, jobs: int, cache: Path,
-                    steps: int, version: str, threads: int | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Extract candidates, train, write ``out`` (not yet calibrated); returns the stage-3 record."""
+def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: int, n_cal: int, max_fp: float,
+                    jobs: int, cache: Path, steps: int, version: str, threads: int | None = None,
+                    overwrite: bool = False) -> dict[str, Any]:
+    """Extract candidates, train, calibrate the bias, write ``out``; returns the stage-3 record."""
     from medcert.weights import load_weights, save_weights
 
     stage1 = load_weights(stage1_path)
@@ -132,20 +172,31 @@ def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: in
     if out.exists() and not overwrite:
         raise MedCertError(f"{out} exists (pass --overwrite to replace it)")
     wt = worker_threads(threads, jobs)
-    seeds = [training_phantom_seed(run_seed, i) for i in range(phantoms)]
+    jobs_list = ([(training_phantom_seed(run_seed, i), True) for i in range(phantoms)]
+                 + [(CALIBRATION_SEED_START + i, False) for i in range(n_cal)])
     cache = cache / stage1.digest_hex[:16]  # candidates of this stage-1 file only
     cache.mkdir(parents=True, exist_ok=True)
     fn = functools.partial(_extract, stage1=str(stage1_path), cache=str(cache), threads=wt)
-    train_sets = [CandidateSet.load(Path(p)) for p in map_seeds(fn, seeds, jobs)]
+    paths = list(map_seeds(fn, jobs_list, jobs))
+    sets = [CandidateSet.load(Path(p)) for p in paths]
+    train_sets, cal_sets = sets[:phantoms], sets[phantoms:]
     t1 = time.perf_counter()
     net = train_classifier(train_sets, steps=steps, seed=run_seed, threads=threads or 2)
     t_train = time.perf_counter() - t1
     state, meta = assemble(stage1, net, version)
+    model = build_model_from(meta, state)
+    with torch.inference_mode():
+        scores = [model.score(centre_crop(cs.patches, CLASSIFIER["patch"])).numpy() for cs in cal_sets]
+    point = choose_threshold(scores, cal_sets, max_fp)
+    bias = state[CLASSIFIER_BIAS].to(torch.float32) - point["threshold"]
+    state[CLASSIFIER_BIAS] = bias.to(state[CLASSIFIER_BIAS].dtype)
     record = {"training_phantoms": [training_phantom_seed(run_seed, 0), training_phantom_seed(run_seed, phantoms - 1)],
               "candidates": int(sum(len(s.nodule) for s in train_sets)),
               "nodule_candidates": int(sum(int((s.nodule >= 0).sum()) for s in train_sets)),
-              "steps": steps, "extract_worker_minutes": round(sum(x.seconds for x in train_sets) / 60, 1),
-              "extract_jobs": jobs, "train_minutes": round(t_train / 60, 1)}
+              "steps": steps, "extract_worker_minutes": round(sum(x.seconds for x in sets) / 60, 1),
+              "extract_jobs": jobs, "train_minutes": round(t_train / 60, 1),
+              "calibration": {"seeds": [CALIBRATION_SEED_START, CALIBRATION_SEED_START + n_cal - 1],
+                              "rule": {"max_false_candidates_per_scan": max_fp}, **point}}
     meta["metrics"] = {**meta["metrics"], "classifier": record}
     meta["training_data"] = classifier_training_data(record["training_phantoms"], stage1.training_data)
     save_weights(out, state, meta, overwrite=overwrite)
@@ -161,12 +212,23 @@ def classifier_training_data(seeds: list[int], stage1: str) -> str:
             f"patient data. Dense networks: {stage1}")
 
 
+def build_model_from(meta: dict[str, Any], state: dict[str, torch.Tensor]) -> TwoStageLungNoduleNet:
+    """The float32 network of a not-yet-written two-stage file (stored values, as inference will see them)."""
+    from medcert.models import build_model
+
+    model = build_model(ARCHITECTURE, meta["config"])
+    model.load_state_dict(state, strict=True)
+    return model.eval()  # type: ignore[return-value]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m medcert.training.classifier", description=__doc__.splitlines()[0])
     ap.add_argument("--stage1", required=True, help="calibrated medcert.lungnodule/1 weights")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=2, help="run seed of the training phantoms (default 2)")
     ap.add_argument("--phantoms", type=int, default=80)
+    ap.add_argument("--n-cal", type=int, default=16)
+    ap.add_argument("--max-fp", type=float, default=1.0)
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--version", default=MODEL_VERSION)
     ap.add_argument("--jobs", type=int, default=2)
@@ -174,13 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", help="candidate cache folder (default: next to --out)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = ap.parse_args(argv)
-    if args.phantoms < 1 or args.steps < 1:
-        ap.error("--phantoms and --steps must be positive")
+    if args.phantoms < 1 or args.n_cal < 1 or args.steps < 1 or args.max_fp < 0:
+        ap.error("--phantoms, --n-cal and --steps must be positive and --max-fp non-negative")
     out = Path(args.out)
     cache = Path(args.cache) if args.cache else out.parent / "candidates"
     try:
         record = build_two_stage(Path(args.stage1), out, run_seed=args.seed, phantoms=args.phantoms,
-                                 jobs=args.jobs, cache=cache, steps=args.steps,
+                                 n_cal=args.n_cal, max_fp=args.max_fp, jobs=args.jobs, cache=cache, steps=args.steps,
                                  version=args.version, threads=args.threads, overwrite=args.overwrite)
     except (MedCertError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -225,11 +225,10 @@ def render(w: ModelWeights, speed: dict[str, Any] | None = None) -> str:
         if isinstance(clf, dict) and isinstance(clf.get("calibration"), dict):
             c = clf["calibration"]
             first, last = c.get("seeds", ["?", "?"])
-            lines.append(f"- Candidate offset {c.get('offset')} and classifier threshold {_round(c.get('threshold'))} "
-                         f"(subtracted from its output bias), rule `{json.dumps(c.get('rule', {}), sort_keys=True)}`, "
-                         f"calibration seeds {first}..{last} through the inference pipeline, counted on the input "
-                         f"grid like the held-out benchmark: {c.get('found_ge6mm')} of {c.get('nodules_ge6mm')} "
-                         f"nodules ≥ 6 mm found, {c.get('fp_per_scan')} false-positive components per scan.")
+            lines.append(f"- Candidate classifier threshold {_round(c.get('threshold'))} (subtracted from its output "
+                         f"bias), rule `{json.dumps(c.get('rule', {}), sort_keys=True)}`, the same calibration seeds "
+                         f"{first}..{last}: {c.get('found_ge6mm')} of {c.get('nodules_ge6mm')} nodules ≥ 6 mm hit by "
+                         f"an accepted candidate, {c.get('fp_per_scan')} false candidates per scan.")
         lines.append("")
     held = m.get("held_out_phantoms")
     if held:
