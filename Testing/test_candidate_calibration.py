@@ -52,10 +52,9 @@ def _with_threshold(path, threshold, out):
     return save_weights(out, state, w.metadata())
 
 
-def test_counts_at_every_threshold_match_segmenting_with_that_threshold(stage1_file, two_stage_file,
-                                                                         tmp_path):
-    table = scan_table(4, str(two_stage_file), str(stage1_file), str(tmp_path), (OFFSET,), 1, overrides=TINY)
-    assert scan_table(4, str(two_stage_file), str(stage1_file), str(tmp_path), (OFFSET,), 1,
+def test_counts_at_every_threshold_match_segmenting_with_that_threshold(two_stage_file, tmp_path):
+    table = scan_table(4, str(two_stage_file), str(tmp_path), (OFFSET,), 1, overrides=TINY)
+    assert scan_table(4, str(two_stage_file), str(tmp_path), (OFFSET,), 1,
                       overrides=TINY) == table  # cached
     assert len(list(tmp_path.glob("logits-*-4.npy"))) == 1 and len(list(tmp_path.glob("table-*-4.json"))) == 1
     o = table["offsets"][str(OFFSET)]
@@ -79,8 +78,8 @@ def test_counts_at_every_threshold_match_segmenting_with_that_threshold(stage1_f
     assert len(seen) >= 3  # the thresholds really changed the outcome
 
 
-def test_choose_point_finds_the_most_nodules_within_the_fp_rule(stage1_file, two_stage_file, tmp_path):
-    tables = [scan_table(4, str(two_stage_file), str(stage1_file), str(tmp_path), (OFFSET,), 1, overrides=TINY)]
+def test_choose_point_finds_the_most_nodules_within_the_fp_rule(two_stage_file, tmp_path):
+    tables = [scan_table(4, str(two_stage_file), str(tmp_path), (OFFSET,), 1, overrides=TINY)]
     key = str(OFFSET)
     scores = sorted(s for s in tables[0]["offsets"][key]["scores"] if np.isfinite(s))
     every = [count(tables, key, t) for t in [s - 1e-6 for s in scores] + [scores[-1] + 1.0]]

@@ -78,12 +78,19 @@ class TwoStageLungNoduleNet(nn.Module):
         return {"voxels": centres.cpu().numpy(), "margin": margin[tuple(centres.T)].cpu().numpy(),
                 "scores": scores.cpu().numpy(), "patches": patches, "components": comp, "component_of": cand_comp}
 
+    @staticmethod
+    def component_scores(found: dict[str, Any]) -> np.ndarray:
+        """Best candidate score of each candidate component (float64, index 0 and components without a
+        candidate: -inf)."""
+        best = np.full(int(found["components"].max()) + 1, -np.inf, dtype=np.float64)
+        np.maximum.at(best, found["component_of"], found["scores"].astype(np.float64))
+        return best
+
     def gate(self, logits: torch.Tensor, found: dict[str, Any], threshold: float = 0.0) -> torch.Tensor:
         """Refined logits: components whose best score is above ``threshold`` are accepted (0: the model's own
         operating point; calibration passes others)."""
         comp = found["components"]
-        best = np.full(int(comp.max()) + 1, -np.inf, dtype=np.float64)
-        np.maximum.at(best, found["component_of"], found["scores"].astype(np.float64) - threshold)
+        best = self.component_scores(found) - threshold
         cap = torch.from_numpy(best[comp].astype(np.float32)).to(logits.device)  # -inf outside / without candidates
         others = logits[:3].amax(dim=0)
         out = logits.clone()

@@ -39,29 +39,21 @@ ALWAYS = float("inf")  # score of a component no candidate component covers (pre
 TABLE_FORMAT = 2  # cached tables of another format are counted again
 
 
-def stage1_logits(seed: int, stage1: str, cache: Path,
-                  overrides: dict[str, Any] | None = None) -> tuple[Any, np.ndarray]:
-    """Phantom ``seed`` and its stage-1 logits on the canonical grid (cached as ``cache/logits{tag}-{seed}.npy``)."""
-    from medcert.atomic import atomic_write_bytes
-    from medcert.inference import WeightsAdapter
-    from medcert.inference.engine import sliding_window_logits
-    from medcert.phantom import generate_chest_ct
-    from medcert.weights import load_weights
-
-    ph = generate_chest_ct(seed, **(overrides or {}))
-    path = cache / f"logits{_tag(overrides)}-{seed}.npy"
-    if path.is_file():
-        return ph, np.load(path)
-    adapter = WeightsAdapter.from_weights(load_weights(stage1))
-    prep = adapter.preprocess(ph.volume)
-    logits = sliding_window_logits(adapter.network().requires_grad_(False), prep.tensor, adapter.patch,
-                                   adapter.overlap)
+def stage1_logits(model: Any, adapter: Any, prep: Any, path: Path) -> np.ndarray:
+    """Stage-1 logits (no candidate offset) of two-stage ``model`` on the preprocessed phantom ``prep``, on the
+    canonical grid; cached at ``path``."""
     import io
 
+    from medcert.atomic import atomic_write_bytes
+    from medcert.inference.engine import sliding_window_logits
+
+    if path.is_file():
+        return np.load(path)
+    logits = sliding_window_logits(model.stage1, prep.tensor, adapter.patch, adapter.overlap)
     buf = io.BytesIO()
     np.save(buf, logits)
     atomic_write_bytes(path, buf.getvalue())
-    return ph, logits
+    return logits
 
 
 def _tag(overrides: dict[str, Any] | None) -> str:
@@ -73,40 +65,43 @@ def _tag(overrides: dict[str, Any] | None) -> str:
     return "-" + hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def scan_table(seed: int, weights: str, stage1: str, cache: str, offsets: tuple[float, ...],
-               threads: int | None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def scan_table(seed: int, weights: str, cache: str, offsets: tuple[float, ...], threads: int | None,
+               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per offset: the input-grid nodule components' scores, which hit each GT nodule, and the GT diameters
-    (cached as ``cache/table-{weights digest}-{seed}.json``, one offset at a time; phantoms with ``overrides``
-    are for tests)."""
+    (cached as ``cache/table-{weights digest}-{seed}.json``, one offset at a time, and the stage-1 logits as
+    ``cache/logits-{seed}.npy``: ``cache`` is specific to the stage-1 weights; phantoms with ``overrides`` are
+    for tests)."""
     from medcert.atomic import atomic_write_bytes
     from medcert.weights import load_weights
 
+    w = load_weights(weights)
     tag = _tag(overrides)
-    path = Path(cache) / f"table-{load_weights(weights).digest_hex[:16]}{tag}-{seed}.json"
+    path = Path(cache) / f"table-{w.digest_hex[:16]}{tag}-{seed}.json"
     table = json.loads(path.read_text()) if path.is_file() else {}
     if table.get("format") != TABLE_FORMAT:
         table = {"offsets": {}}
     missing = tuple(o for o in offsets if str(o) not in table["offsets"])
     if missing:
-        new = _scan_table(seed, weights, stage1, Path(cache), missing, threads, overrides)
+        new = _scan_table(seed, w, Path(cache) / f"logits{tag}-{seed}.npy", missing, threads, overrides)
         table = {**new, "offsets": {**table["offsets"], **new["offsets"]}}
         atomic_write_bytes(path, json.dumps(table).encode())
     return table
 
 
-def _scan_table(seed: int, weights: str, stage1: str, cache: Path, offsets: tuple[float, ...],
-                threads: int | None, overrides: dict[str, Any] | None) -> dict[str, Any]:
+def _scan_table(seed: int, weights: Any, logits_path: Path, offsets: tuple[float, ...], threads: int | None,
+                overrides: dict[str, Any] | None) -> dict[str, Any]:
     from medcert.inference import WeightsAdapter
     from medcert.inference.postprocess import to_input_grid
+    from medcert.phantom import generate_chest_ct
     from medcert.tolerance import DEFAULT_PROFILE
     from medcert.training.metrics import match_nodules
-    from medcert.weights import load_weights
 
     set_threads(threads)
-    ph, raw = stage1_logits(seed, stage1, cache, overrides)
-    adapter = WeightsAdapter.from_weights(load_weights(weights))
+    ph = generate_chest_ct(seed, **(overrides or {}))
+    adapter = WeightsAdapter.from_weights(weights)
     model = adapter.network().requires_grad_(False)
     prep = adapter.preprocess(ph.volume)
+    raw = stage1_logits(model, adapter, prep, logits_path)
     to_grid = np.linalg.inv(np.asarray(prep.grid_to_ras)) @ np.asarray(ph.volume.ijk_to_ras)
     x = torch.from_numpy(prep.tensor)
     out: dict[str, Any] = {"format": TABLE_FORMAT, "seed": seed, "diameters_mm": [n.diameter_mm for n in ph.nodules],
@@ -119,8 +114,7 @@ def _scan_table(seed: int, weights: str, stage1: str, cache: Path, offsets: tupl
             found = model.find(x, logits)
             refined = model.gate(logits, found, threshold=-1e9).numpy()
         comp = found["components"]
-        best = np.full(int(comp.max()) + 1, -np.inf)
-        np.maximum.at(best, found["component_of"], found["scores"].astype(np.float64))
+        best = model.component_scores(found)
         labels = to_input_grid(refined, prep.grid_to_ras, ph.volume, anomaly_label=adapter.anomaly_label,
                                margin_tol=DEFAULT_PROFILE.margin).labels
         m = match_nodules(ph.labels, labels, ph.volume.ijk_to_ras, ph.nodules)
@@ -198,7 +192,7 @@ def calibrate(weights: Path, stage1: Path, out: Path, *, n: int, offsets: tuple[
         raise MedCertError(f"{out} exists (pass --overwrite to replace it)")
     cache = cache / s1.digest_hex[:16]
     cache.mkdir(parents=True, exist_ok=True)
-    fn = functools.partial(scan_table, weights=str(weights), stage1=str(stage1), cache=str(cache), offsets=offsets,
+    fn = functools.partial(scan_table, weights=str(weights), cache=str(cache), offsets=offsets,
                            threads=worker_threads(threads, jobs), overrides=overrides)
     tables = []
     for t in map_seeds(fn, range(CALIBRATION_SEED_START, CALIBRATION_SEED_START + n), jobs):
