@@ -251,6 +251,22 @@ def test_hard_nodule_mix_plans_more_nodules_of_every_kind_and_keeps_the_acquisit
         training_overrides(110000, "easy")
 
 
+def test_wide_nodule_mix_covers_5_to_30_mm_with_juxtapleural_nodules_twice_as_often():
+    from medcert.training.dataset import WIDE_MIX_KINDS, training_overrides
+
+    kinds: list[str] = []
+    sizes: list[float] = []
+    for seed in range(110000, 110300):
+        hard, wide = training_overrides(seed, "hard"), training_overrides(seed, "wide")
+        assert wide == training_overrides(seed, "wide") and wide["spacing_xy"] == hard["spacing_xy"]
+        assert len(wide["nodule_diameters"]) == len(hard["nodule_diameters"]) == len(wide["nodule_kinds"])
+        sizes += wide["nodule_diameters"]
+        kinds += wide["nodule_kinds"]
+    assert min(sizes) >= 5.0 and max(sizes) <= 30.0
+    assert 0.15 < np.mean(np.array(sizes) > 20.0) < 0.3  # log-uniform: ln 1.5 / ln 6 = 0.23 above 20 mm
+    assert set(kinds) == set(WIDE_MIX_KINDS) and 0.33 < kinds.count("juxtapleural") / len(kinds) < 0.47
+
+
 def test_a_hard_mix_phantom_holds_the_planned_nodules():
     from medcert.phantom import generate_chest_ct
     from medcert.training.dataset import training_overrides

@@ -101,14 +101,17 @@ def test_each_component_keeps_the_nodule_label_only_when_its_best_candidate_scor
     assert accepted == {-100.0: 0, 100.0: with_candidates}.get(bias, accepted) and with_candidates >= 3
 
 
-def test_fingerprint_covers_the_classifier_and_a_changed_classifier_moves_only_its_layers(stage1_file, tmp_path):
+@pytest.mark.parametrize("context", [0, 16])
+def test_fingerprint_covers_the_classifier_and_a_changed_classifier_moves_only_its_layers(stage1_file, tmp_path,
+                                                                                          context):
     from medcert.models.candidate_classifier import CandidateClassifier
     from medcert.phantom import generate_chest_ct
 
     s1 = load_weights(stage1_file)
     torch.manual_seed(2)
-    state, meta = assemble(s1, CandidateClassifier(**CLASSIFIER).eval(), "0")
-    meta["config"] = {**STAGE1, "classifier": CLASSIFIER, "candidates": {"offset": 20.0, "nms": 3, "limit": 64}}
+    config = {**CLASSIFIER, "context": context}
+    state, meta = assemble(s1, CandidateClassifier(**config).eval(), "0", config)
+    meta["config"] = {**STAGE1, "classifier": config, "candidates": {"offset": 20.0, "nms": 3, "limit": 64}}
     a = save_weights(tmp_path / "a.safetensors", state, meta)
     changed = dict(state)
     changed["classifier.blocks.1.0.weight"] = state["classifier.blocks.1.0.weight"] * 1.01
@@ -117,19 +120,55 @@ def test_fingerprint_covers_the_classifier_and_a_changed_classifier_moves_only_i
     runs = [run_segmentation(vol, WeightsAdapter.from_weights(load_weights(p)), DEFAULT_PROFILE, explain=False)
             for p in (a, b)]
     names = [t.name for t in runs[0].trajectory]
-    assert names[-3:] == ["classifier.f0", "classifier.f1", "classifier.head"]
+    towers = ["classifier.f0", "classifier.f1"] + (["classifier.c0", "classifier.c1"] if context else [])
+    assert names[-len(towers) - 1:] == [*towers, "classifier.head"]
     assert len(runs[0].candidates["scores"]) > 0
     for ta, tb in zip(runs[0].trajectory, runs[1].trajectory, strict=True):
         moved = deviation(tb.values, ta.values) > DEFAULT_PROFILE.layer_rel
         assert moved == (ta.name in ("classifier.f1", "classifier.head")), ta.name
 
 
-def test_candidate_labels_training_and_threshold(stage1_file):
+def test_context_classifier_sees_the_centre_finely_and_the_surroundings_coarsely():
+    from medcert.models.candidate_classifier import CandidateClassifier
+
+    torch.manual_seed(0)
+    net = CandidateClassifier(**{**CLASSIFIER, "context": 16}).eval()
+    assert net.input_size == 16
+    x = torch.rand(3, 2, 16, 16, 16)
+    with torch.no_grad():
+        base = net(x)
+        ring = x.clone()
+        ring[..., :4, :, :] += 1.0  # outside the central 8^3: only the context tower sees it
+        centre = x.clone()
+        centre[..., 4:12, 4:12, 4:12] += 1.0
+        fine_only = net.blocks[0](x[..., 4:12, 4:12, 4:12])
+    assert base.shape == (3,) and not torch.allclose(net(ring), base) and not torch.allclose(net(centre), base)
+    assert torch.equal(net.blocks[0](ring[..., 4:12, 4:12, 4:12]), fine_only)  # the fine tower: the centre only
+    for bad in (8, 12, -8):
+        with pytest.raises(ValueError, match="context"):
+            CandidateClassifier(**{**CLASSIFIER, "context": bad})
+
+
+def test_candidate_labels_training_and_threshold(stage1_file, tmp_path):
+    from dataclasses import replace
+
+    from medcert.training.classifier import at_offset, centre_crop
+
     s1 = load_weights(stage1_file)
     adapter = WeightsAdapter.from_weights(s1)
-    cs = extract_candidates(4, adapter, adapter.network().requires_grad_(False), offset=20.0, nms=3, limit=5000,
-                            size=10, overrides=TINY)
+    net1 = adapter.network().requires_grad_(False)
+    wide = extract_candidates(4, adapter, net1, offset=20.0, nms=3, limit=5000, size=18, overrides=TINY)
+    cached = [extract_candidates(4, adapter, net1, offset=20.0, nms=3, limit=5000, size=18, overrides=TINY,
+                                 logits_path=tmp_path / "logits.npy") for _ in range(2)]  # computed, then read
+    assert (tmp_path / "logits.npy").is_file()
+    for c in cached:
+        assert np.array_equal(c.patches, wide.patches) and np.array_equal(c.nodule, wide.nodule)
+    cs = replace(wide, patches=centre_crop(wide.patches, 10).numpy().astype(np.float16))
     assert cs.patches.shape[1:] == (2, 10, 10, 10) and len(cs.nodule) == len(cs.margin) > 0
+    low = at_offset(wide, 2.0)  # the candidates that exist at a lower offset: margin above -2
+    assert np.array_equal(low.margin, wide.margin[wide.margin > -2.0]) and len(low.patches) == len(low.nodule)
+    ctx = train_classifier([wide], steps=2, batch=4, threads=1, config={**CLASSIFIER, "context": 16})
+    assert ctx.input_size == 16 and not ctx.training
     assert len(cs.diameters) == 3 and set(np.unique(cs.nodule)) <= {-1, 0, 1, 2}
     assert (cs.nodule >= 0).any() and (cs.nodule < 0).any()
     net = train_classifier([cs], steps=3, batch=4, threads=1, config=CLASSIFIER)

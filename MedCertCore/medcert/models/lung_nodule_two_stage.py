@@ -54,7 +54,8 @@ class TwoStageLungNoduleNet(nn.Module):
         return self.stage1(x, self.offset)
 
     def score(self, patches: torch.Tensor) -> torch.Tensor:
-        """Classifier log-odds ``[N]`` of patches ``[N, 2, p, p, p]``, averaged over the four flips."""
+        """Classifier log-odds ``[N]`` of patches ``[N, 2, s, s, s]`` (``s``: the classifier's input size),
+        averaged over the four flips."""
         out = [torch.stack([self.classifier(patches[s:s + CHUNK].flip(f) if f else patches[s:s + CHUNK])
                             for f in FLIPS]).mean(dim=0) for s in range(0, patches.shape[0], CHUNK)]
         return torch.cat(out) if out else patches.new_zeros(0)
@@ -73,7 +74,7 @@ class TwoStageLungNoduleNet(nn.Module):
         margin = nodule_margin(logits)
         centres = find_candidates(margin, self.nms, self.limit)
         comp, cand_comp = candidate_components(margin, centres)
-        patches = gather_patches(x[0], margin - self.offset, centres, self.classifier.patch)
+        patches = gather_patches(x[0], margin - self.offset, centres, self.classifier.input_size)
         scores = self.score(patches)
         return {"voxels": centres.cpu().numpy(), "margin": margin[tuple(centres.T)].cpu().numpy(),
                 "scores": scores.cpu().numpy(), "patches": patches, "components": comp, "component_of": cand_comp}
@@ -107,7 +108,7 @@ class TwoStageLungNoduleNet(nn.Module):
         patches = found["patches"][torch.from_numpy(keep)].clone().requires_grad_(True)
         (grad,) = torch.autograd.grad(self.score(patches).sum(), patches)
         g = grad[:, 0].abs().to("cpu", torch.float64).numpy()
-        p, lo = self.classifier.patch, self.classifier.patch // 2
+        p, lo = self.classifier.input_size, self.classifier.input_size // 2
         out = np.zeros(tuple(n + 2 * p for n in shape), dtype=np.float64)
         for v, gk in zip(found["voxels"][keep], g, strict=True):  # candidate order: fixed summation order
             a = v - lo + p

@@ -31,38 +31,13 @@ import numpy as np
 import torch
 
 from medcert.errors import MedCertError
+from medcert.training.candidate_data import overrides_tag, stage1_logits
 from medcert.training.config import CALIBRATION_SEED_START, STAGE1_ARCHITECTURE
 from medcert.training.evaluate import SENS_MIN_DIAMETER
 from medcert.training.parallel import map_seeds, set_threads, worker_threads
 
 ALWAYS = float("inf")  # score of a component no candidate component covers (present at every threshold)
 TABLE_FORMAT = 2  # cached tables of another format are counted again
-
-
-def stage1_logits(model: Any, adapter: Any, prep: Any, path: Path) -> np.ndarray:
-    """Stage-1 logits (no candidate offset) of two-stage ``model`` on the preprocessed phantom ``prep``, on the
-    canonical grid; cached at ``path``."""
-    import io
-
-    from medcert.atomic import atomic_write_bytes
-    from medcert.inference.engine import sliding_window_logits
-
-    if path.is_file():
-        return np.load(path)
-    logits = sliding_window_logits(model.stage1, prep.tensor, adapter.patch, adapter.overlap)
-    buf = io.BytesIO()
-    np.save(buf, logits)
-    atomic_write_bytes(path, buf.getvalue())
-    return logits
-
-
-def _tag(overrides: dict[str, Any] | None) -> str:
-    """Cache-name part of phantom overrides ("" for the generator's own acquisition)."""
-    if not overrides:
-        return ""
-    import hashlib
-
-    return "-" + hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def scan_table(seed: int, weights: str, cache: str, offsets: tuple[float, ...], threads: int | None,
@@ -75,7 +50,7 @@ def scan_table(seed: int, weights: str, cache: str, offsets: tuple[float, ...], 
     from medcert.weights import load_weights
 
     w = load_weights(weights)
-    tag = _tag(overrides)
+    tag = overrides_tag(overrides)
     path = Path(cache) / f"table-{w.digest_hex[:16]}{tag}-{seed}.json"
     table = json.loads(path.read_text()) if path.is_file() else {}
     if table.get("format") != TABLE_FORMAT:
@@ -101,7 +76,7 @@ def _scan_table(seed: int, weights: Any, logits_path: Path, offsets: tuple[float
     adapter = WeightsAdapter.from_weights(weights)
     model = adapter.network().requires_grad_(False)
     prep = adapter.preprocess(ph.volume)
-    raw = stage1_logits(model, adapter, prep, logits_path)
+    raw = stage1_logits(model.stage1, adapter, prep, logits_path)
     to_grid = np.linalg.inv(np.asarray(prep.grid_to_ras)) @ np.asarray(ph.volume.ijk_to_ras)
     x = torch.from_numpy(prep.tensor)
     out: dict[str, Any] = {"format": TABLE_FORMAT, "seed": seed, "diameters_mm": [n.diameter_mm for n in ph.nodules],

@@ -52,23 +52,48 @@ class CandidateSet:
                    float(z["seconds"]))
 
 
-def phantom_overrides(seed: int, training: bool) -> dict[str, Any]:
-    """Training phantoms: the nodule-rich mix at the generator's own acquisition; others: the generator's."""
+def phantom_overrides(seed: int, training: bool, mix: str = "hard") -> dict[str, Any]:
+    """Training phantoms: a nodule-rich ``mix`` at the generator's own acquisition; others: the generator's."""
     if not training:
         return {}
-    ov = training_overrides(seed, "hard")
+    ov = training_overrides(seed, mix)
     ov.pop("spacing_xy")
     return ov
 
 
+def overrides_tag(overrides: dict[str, Any] | None) -> str:
+    """Cache-name part of phantom overrides ("" for the generator's own acquisition)."""
+    if not overrides:
+        return ""
+    import hashlib
+    import json
+
+    return "-" + hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def stage1_logits(network: torch.nn.Module, adapter: Any, prep: Any, path: Path | None) -> np.ndarray:
+    """Stage-1 logits (``medcert.lungnodule/1`` ``network``, no candidate offset) of the preprocessed phantom
+    ``prep`` on the canonical grid; cached at ``path`` (a folder specific to the stage-1 weights) when given."""
+    if path is not None and path.is_file():
+        return np.load(path)
+    logits = sliding_window_logits(network, prep.tensor, adapter.patch, adapter.overlap)
+    if path is not None:
+        from medcert.atomic import atomic_write_bytes
+
+        buf = io.BytesIO()
+        np.save(buf, logits)
+        atomic_write_bytes(path, buf.getvalue(), overwrite=True)
+    return logits
+
+
 def extract_candidates(seed: int, adapter: Any, network: torch.nn.Module, *, offset: float, nms: int, limit: int,
-                       size: int, overrides: dict[str, Any]) -> CandidateSet:
+                       size: int, overrides: dict[str, Any], logits_path: Path | None = None) -> CandidateSet:
     """Candidates, patches and labels of phantom ``seed`` (generated with ``overrides``) under stage-1
-    ``network`` (``medcert.lungnodule/1``)."""
+    ``network`` (``medcert.lungnodule/1``; its logits cached at ``logits_path`` when given)."""
     t0 = time.perf_counter()
     ph = generate_chest_ct(seed, **overrides)
     prep = adapter.preprocess(ph.volume)
-    logits = torch.from_numpy(sliding_window_logits(network, prep.tensor, adapter.patch, adapter.overlap))
+    logits = torch.from_numpy(stage1_logits(network, adapter, prep, logits_path))
     margin = nodule_margin(logits)
     centres = find_candidates(margin + offset, nms, limit)
     patches = gather_patches(torch.from_numpy(prep.tensor[0]), margin, centres, size)

@@ -1,13 +1,14 @@
 """Stage 3 of the demo model: train the candidate classifier and assemble ``medcert.lungnodule/2``.
 
     python -m medcert.training.classifier --stage1 FILE --out FILE [--seed 2] [--phantoms 80] [--n-cal 16] \
-        [--max-fp 1.0] [--jobs 2] [--cache DIR]
+        [--max-fp 1.0] [--jobs 2] [--cache DIR] [--mix hard] [--extract-offset 2.5] [--context 0]
 
-``--stage1`` is a calibrated ``medcert.lungnodule/1`` file. Candidates (:mod:`medcert.training.candidate_data`)
-come from training phantoms ``training_phantom_seed(seed, i)`` (the nodule-rich mix) and from the calibration
-phantoms; the classifier trains on balanced batches of training candidates (random 16³ crops of 18³ patches,
-flips, x/y swap), and its output bias is then shifted so that on the calibration candidates, scored exactly as
-at inference, the most nodules ≥ 6 mm are hit with at most ``--max-fp`` false candidates per scan.
+``--stage1`` is a calibrated ``medcert.lungnodule/1`` file. Candidates (:mod:`medcert.training.candidate_data`,
+nodule log-odds raised by ``--extract-offset``) come from training phantoms ``training_phantom_seed(seed, i)``
+(nodule ``--mix``) and from the calibration phantoms; the classifier (input ``S``³: its patch, or ``--context``)
+trains on balanced batches of training candidates (random ``S``³ crops of ``(S+2)``³ patches, flips, x/y swap),
+and its output bias is then shifted so that on the calibration candidates of the file's own offset, scored exactly
+as at inference, the most nodules ≥ 6 mm are hit with at most ``--max-fp`` false candidates per scan.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from torch import nn
 
 from medcert.errors import MedCertError
 from medcert.models.lung_nodule_two_stage import CLASSIFIER_BIAS, TwoStageLungNoduleNet
-from medcert.training.candidate_data import CandidateSet, extract_candidates, phantom_overrides
+from medcert.training.candidate_data import CandidateSet, extract_candidates, overrides_tag, phantom_overrides
 from medcert.training.config import (
     ARCHITECTURE,
     CALIBRATION_SEED_START,
@@ -36,17 +37,23 @@ from medcert.training.config import (
     STAGE1_ARCHITECTURE,
     training_phantom_seed,
 )
+from medcert.training.dataset import NODULE_MIXES
 from medcert.training.evaluate import SENS_MIN_DIAMETER
 from medcert.training.parallel import map_seeds, set_threads, worker_threads
 
-EXTRACT = CLASSIFIER["patch"] + 2  # one voxel of random shift each way in training
+SHIFT = 2  # extracted patches are this much wider than the classifier's input: one voxel of random shift each way
 
 
-def _extract(job: tuple[int, bool], stage1: str, cache: str, threads: int | None) -> str:
-    """Candidates of phantom ``job = (seed, training)``, cached as ``cache/{train|cal}-{seed}.npz`` (reused when
-    present; ``cache`` is specific to the stage-1 file)."""
+def _extract(job: tuple[int, bool], stage1: str, cache: str, threads: int | None, offset: float, size: int,
+             mix: str) -> str:
+    """Candidates of phantom ``job = (seed, training)`` (training phantoms: nodule ``mix``) at candidate
+    ``offset``, patches ``size``³, cached as ``cache/candidates-{key}-{seed}.npz`` with the stage-1 logits as
+    ``cache/logits[-{phantom key}]-{seed}.npy`` (reused when present; ``cache`` is specific to the stage-1 file)."""
     seed, training = job
-    out = Path(cache) / f"{'train' if training else 'cal'}-{seed}.npz"
+    ov = phantom_overrides(seed, training, mix)
+    key = overrides_tag({"offset": offset, "size": size, "nms": CANDIDATES["nms"], "limit": CANDIDATES["limit"],
+                         "phantom": ov})
+    out = Path(cache) / f"candidates{key}-{seed}.npz"
     if out.is_file():
         return str(out)
     from medcert.atomic import atomic_write_bytes
@@ -55,9 +62,9 @@ def _extract(job: tuple[int, bool], stage1: str, cache: str, threads: int | None
 
     set_threads(threads)
     adapter = WeightsAdapter.from_weights(load_weights(stage1))
-    cs = extract_candidates(seed, adapter, adapter.network().requires_grad_(False), offset=CANDIDATES["offset"],
-                            nms=CANDIDATES["nms"], limit=CANDIDATES["limit"], size=EXTRACT,
-                            overrides=phantom_overrides(seed, training))
+    cs = extract_candidates(seed, adapter, adapter.network().requires_grad_(False), offset=offset,
+                            nms=CANDIDATES["nms"], limit=CANDIDATES["limit"], size=size, overrides=ov,
+                            logits_path=Path(cache) / f"logits{overrides_tag(ov)}-{seed}.npy")
     atomic_write_bytes(out, cs.to_bytes(), overwrite=True)
     return str(out)
 
@@ -90,6 +97,7 @@ def train_classifier(sets: list[CandidateSet], *, steps: int = 1500, seed: int =
         raise ValueError("training candidates need both nodule and false candidates")
     config = CLASSIFIER if config is None else config
     net = CandidateClassifier(**config)
+    size = net.input_size
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     loss_fn = nn.BCEWithLogitsLoss()
@@ -97,7 +105,7 @@ def train_classifier(sets: list[CandidateSet], *, steps: int = 1500, seed: int =
     t0 = time.perf_counter()
     for step in range(steps):
         idx = np.concatenate([rng.choice(pos, batch // 2), rng.choice(neg, batch - batch // 2)])
-        xb = torch.from_numpy(_augment(x[idx], rng, int(config["patch"])))
+        xb = torch.from_numpy(_augment(x[idx], rng, size))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = net(xb)
         loss = loss_fn(out.float(), torch.from_numpy(y[idx]))
@@ -146,8 +154,19 @@ def choose_threshold(scores: list[np.ndarray], sets: list[CandidateSet], max_fp:
     return best
 
 
-def assemble(stage1: Any, classifier: nn.Module, version: str) -> tuple[dict, dict]:
-    """State dict and metadata of the two-stage file (float16 storage like the stage-1 networks)."""
+def at_offset(cs: CandidateSet, offset: float) -> CandidateSet:
+    """The candidates of ``cs`` that exist when the nodule log-odds are raised by ``offset`` (margin + offset > 0;
+    ``cs`` extracted at an offset at least as high)."""
+    from dataclasses import replace
+
+    keep = cs.margin + offset > 0
+    return replace(cs, patches=cs.patches[keep], margin=cs.margin[keep], nodule=cs.nodule[keep])
+
+
+def assemble(stage1: Any, classifier: nn.Module, version: str,
+             config: dict[str, Any] | None = None) -> tuple[dict, dict]:
+    """State dict and metadata of the two-stage file (float16 storage like the stage-1 networks; ``config``: the
+    classifier's, default ``CLASSIFIER``)."""
     from medcert.training.train import storage_state
 
     state = {f"stage1.{k}": v for k, v in stage1.state_dict.items()}
@@ -155,13 +174,14 @@ def assemble(stage1: Any, classifier: nn.Module, version: str) -> tuple[dict, di
     inherited = {k: v for k, v in stage1.metrics.items() if k != "held_out_phantoms"}  # measured on stage 1 alone
     meta = stage1.metadata(inherited)
     meta.update(architecture=ARCHITECTURE, version=version,
-                config={**stage1.config, "classifier": dict(CLASSIFIER), "candidates": dict(CANDIDATES)})
+                config={**stage1.config, "classifier": dict(config or CLASSIFIER), "candidates": dict(CANDIDATES)})
     return state, meta
 
 
 def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: int, n_cal: int, max_fp: float,
                     jobs: int, cache: Path, steps: int, version: str, threads: int | None = None,
-                    overwrite: bool = False) -> dict[str, Any]:
+                    overwrite: bool = False, mix: str = "hard", extract_offset: float | None = None,
+                    context: int = 0) -> dict[str, Any]:
     """Extract candidates, train, calibrate the bias, write ``out``; returns the stage-3 record."""
     from medcert.weights import load_weights, save_weights
 
@@ -172,44 +192,51 @@ def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: in
     if out.exists() and not overwrite:
         raise MedCertError(f"{out} exists (pass --overwrite to replace it)")
     wt = worker_threads(threads, jobs)
+    config = {**CLASSIFIER, "context": context} if context else dict(CLASSIFIER)
+    offset = CANDIDATES["offset"] if extract_offset is None else float(extract_offset)
+    if offset < CANDIDATES["offset"]:
+        raise MedCertError(f"--extract-offset must be at least the model's candidate offset {CANDIDATES['offset']}")
     jobs_list = ([(training_phantom_seed(run_seed, i), True) for i in range(phantoms)]
                  + [(CALIBRATION_SEED_START + i, False) for i in range(n_cal)])
     cache = cache / stage1.digest_hex[:16]  # candidates of this stage-1 file only
     cache.mkdir(parents=True, exist_ok=True)
-    fn = functools.partial(_extract, stage1=str(stage1_path), cache=str(cache), threads=wt)
+    size = max(config["patch"], context) + SHIFT
+    fn = functools.partial(_extract, stage1=str(stage1_path), cache=str(cache), threads=wt, offset=offset,
+                           size=size, mix=mix)
     paths = list(map_seeds(fn, jobs_list, jobs))
     sets = [CandidateSet.load(Path(p)) for p in paths]
-    train_sets, cal_sets = sets[:phantoms], sets[phantoms:]
+    train_sets, cal_sets = sets[:phantoms], [at_offset(s, CANDIDATES["offset"]) for s in sets[phantoms:]]
     t1 = time.perf_counter()
-    net = train_classifier(train_sets, steps=steps, seed=run_seed, threads=threads or 2)
+    net = train_classifier(train_sets, steps=steps, seed=run_seed, threads=threads or 2, config=config)
     t_train = time.perf_counter() - t1
-    state, meta = assemble(stage1, net, version)
+    state, meta = assemble(stage1, net, version, config)
     model = build_model_from(meta, state)
     with torch.inference_mode():
-        scores = [model.score(centre_crop(cs.patches, CLASSIFIER["patch"])).numpy() for cs in cal_sets]
+        scores = [model.score(centre_crop(cs.patches, size - SHIFT)).numpy() for cs in cal_sets]
     point = choose_threshold(scores, cal_sets, max_fp)
     bias = state[CLASSIFIER_BIAS].to(torch.float32) - point["threshold"]
     state[CLASSIFIER_BIAS] = bias.to(state[CLASSIFIER_BIAS].dtype)
     record = {"training_phantoms": [training_phantom_seed(run_seed, 0), training_phantom_seed(run_seed, phantoms - 1)],
               "candidates": int(sum(len(s.nodule) for s in train_sets)),
               "nodule_candidates": int(sum(int((s.nodule >= 0).sum()) for s in train_sets)),
+              "nodule_mix": mix, "extract_offset": offset,
               "steps": steps, "extract_worker_minutes": round(sum(x.seconds for x in sets) / 60, 1),
               "extract_jobs": jobs, "train_minutes": round(t_train / 60, 1),
               "calibration": {"seeds": [CALIBRATION_SEED_START, CALIBRATION_SEED_START + n_cal - 1],
                               "rule": {"max_false_candidates_per_scan": max_fp}, **point}}
     meta["metrics"] = {**meta["metrics"], "classifier": record}
-    meta["training_data"] = classifier_training_data(record["training_phantoms"], stage1.training_data)
+    meta["training_data"] = classifier_training_data(record["training_phantoms"], stage1.training_data, mix)
     save_weights(out, state, meta, overwrite=overwrite)
     return record
 
 
-def classifier_training_data(seeds: list[int], stage1: str) -> str:
+def classifier_training_data(seeds: list[int], stage1: str, mix: str = "hard") -> str:
     """The file's training-data description: the classifier's phantoms, then the dense networks' own."""
     from medcert.phantom.params import PARAMS_VERSION
 
     return (f"Candidate classifier: {seeds[1] - seeds[0] + 1} synthetic chest CT phantoms (medcert.phantom "
-            f"v{PARAMS_VERSION}), seeds {seeds[0]}..{seeds[1]}, nodule-rich mix at the generator's acquisition; no "
-            f"patient data. Dense networks: {stage1}")
+            f"v{PARAMS_VERSION}), seeds {seeds[0]}..{seeds[1]}, nodule-rich mix '{mix}' at the generator's "
+            f"acquisition; no patient data. Dense networks: {stage1}")
 
 
 def build_model_from(meta: dict[str, Any], state: dict[str, torch.Tensor]) -> TwoStageLungNoduleNet:
@@ -234,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--cache", help="candidate cache folder (default: next to --out)")
+    ap.add_argument("--mix", default="hard", choices=NODULE_MIXES[1:], help="nodule mix of the training phantoms")
+    ap.add_argument("--extract-offset", type=float, help="candidate offset of the training candidates "
+                    f"(default: the model's, {CANDIDATES['offset']})")
+    ap.add_argument("--context", type=int, default=0,
+                    help="side of the classifier's context patch in grid voxels (0: none)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = ap.parse_args(argv)
     if args.phantoms < 1 or args.n_cal < 1 or args.steps < 1 or args.max_fp < 0:
@@ -243,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         record = build_two_stage(Path(args.stage1), out, run_seed=args.seed, phantoms=args.phantoms,
                                  n_cal=args.n_cal, max_fp=args.max_fp, jobs=args.jobs, cache=cache, steps=args.steps,
-                                 version=args.version, threads=args.threads, overwrite=args.overwrite)
+                                 version=args.version, threads=args.threads, overwrite=args.overwrite,
+                                 mix=args.mix, extract_offset=args.extract_offset, context=args.context)
     except (MedCertError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -32,18 +32,22 @@ class Case:
         return self.image.nbytes + self.labels.nbytes
 
 
-NODULE_MIXES = ("default", "hard")
+NODULE_MIXES = ("default", "hard", "wide")
 # The "hard" mix: more nodules per phantom, sizes where the network misses most, every kind equally often.
 HARD_MIX_COUNT = (4, 8)
 HARD_MIX_DIAMETER_MM = (5.0, 20.0)
 HARD_MIX_KINDS = ("solid", "part-solid", "ground-glass", "juxtapleural")
+# The "wide" mix: as many nodules, over the whole reportable size range (5-30 mm), juxtapleural twice as often.
+WIDE_MIX_DIAMETER_MM = (5.0, 30.0)
+WIDE_MIX_KINDS = ("solid", "part-solid", "ground-glass", "juxtapleural", "juxtapleural")
 
 
 def training_overrides(phantom_seed: int, nodule_mix: str = "default") -> dict[str, Any]:
     """Acquisition overrides for training phantoms: coarser in-plane spacing (fast), more nodules.
 
     ``nodule_mix="hard"`` replaces the nodule plan by 4-8 nodules of 5-20 mm (log-uniform), the four kinds
-    equally likely (the generator's default is 0-5 nodules of 3-30 mm, 40 % solid); the acquisition is the same."""
+    equally likely (the generator's default is 0-5 nodules of 3-30 mm, 40 % solid); ``"wide"`` by 4-8 nodules of
+    5-30 mm, juxtapleural ones twice as likely as each other kind. The acquisition is the same."""
     if nodule_mix not in NODULE_MIXES:
         raise ValueError(f"nodule mix must be one of {', '.join(NODULE_MIXES)}")
     rng = np.random.default_rng([phantom_seed, 77])
@@ -52,10 +56,12 @@ def training_overrides(phantom_seed: int, nodule_mix: str = "default") -> dict[s
     if nodule_mix == "default":
         return {"spacing_xy": spacing, "n_nodules": n}
     hard = np.random.default_rng([phantom_seed, 80])
-    lo, hi = (math.log(d) for d in HARD_MIX_DIAMETER_MM)
+    sizes, kinds = (HARD_MIX_DIAMETER_MM, HARD_MIX_KINDS) if nodule_mix == "hard" else (WIDE_MIX_DIAMETER_MM,
+                                                                                          WIDE_MIX_KINDS)
+    lo, hi = (math.log(d) for d in sizes)
     count = int(hard.integers(HARD_MIX_COUNT[0], HARD_MIX_COUNT[1] + 1))
     return {"spacing_xy": spacing, "nodule_diameters": [float(math.exp(hard.uniform(lo, hi))) for _ in range(count)],
-            "nodule_kinds": [str(hard.choice(HARD_MIX_KINDS)) for _ in range(count)]}
+            "nodule_kinds": [str(hard.choice(kinds)) for _ in range(count)]}
 
 
 def make_case(seed: int, spec: PreprocessSpec, overrides: dict[str, Any] | None = None,
