@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from medcert.errors import MedCertError
-from medcert.training.candidate_data import overrides_tag, stage1_logits
+from medcert.training.candidate_data import logits_path, overrides_tag, stage1_logits
 from medcert.training.config import CALIBRATION_SEED_START, STAGE1_ARCHITECTURE
 from medcert.training.evaluate import SENS_MIN_DIAMETER
 from medcert.training.parallel import map_seeds, set_threads, worker_threads
@@ -43,8 +43,8 @@ TABLE_FORMAT = 2  # cached tables of another format are counted again
 def scan_table(seed: int, weights: str, cache: str, offsets: tuple[float, ...], threads: int | None,
                overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per offset: the input-grid nodule components' scores, which hit each GT nodule, and the GT diameters
-    (cached as ``cache/table-{weights digest}-{seed}.json``, one offset at a time, and the stage-1 logits as
-    ``cache/logits-{seed}.npy``: ``cache`` is specific to the stage-1 weights; phantoms with ``overrides`` are
+    (cached as ``cache/table-{weights digest}-{seed}.json``, one offset at a time, and the stage-1 logits at
+    ``logits_path``: ``cache`` is specific to the stage-1 weights; phantoms with ``overrides`` are
     for tests)."""
     from medcert.atomic import atomic_write_bytes
     from medcert.weights import load_weights
@@ -57,7 +57,7 @@ def scan_table(seed: int, weights: str, cache: str, offsets: tuple[float, ...], 
         table = {"offsets": {}}
     missing = tuple(o for o in offsets if str(o) not in table["offsets"])
     if missing:
-        new = _scan_table(seed, w, Path(cache) / f"logits{tag}-{seed}.npy", missing, threads, overrides)
+        new = _scan_table(seed, w, logits_path(Path(cache), seed, overrides), missing, threads, overrides)
         table = {**new, "offsets": {**table["offsets"], **new["offsets"]}}
         atomic_write_bytes(path, json.dumps(table).encode())
     return table

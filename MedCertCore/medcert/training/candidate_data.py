@@ -8,7 +8,9 @@ of its voxels (``-1``: a false candidate).
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,15 +67,18 @@ def overrides_tag(overrides: dict[str, Any] | None) -> str:
     """Cache-name part of phantom overrides ("" for the generator's own acquisition)."""
     if not overrides:
         return ""
-    import hashlib
-    import json
-
     return "-" + hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def logits_path(cache: Path, seed: int, overrides: dict[str, Any] | None) -> Path:
+    """Where phantom ``seed``'s stage-1 logits are cached in ``cache`` (a folder specific to the stage-1 weights,
+    shared by candidate extraction and calibration)."""
+    return cache / f"logits{overrides_tag(overrides)}-{seed}.npy"
 
 
 def stage1_logits(network: torch.nn.Module, adapter: Any, prep: Any, path: Path | None) -> np.ndarray:
     """Stage-1 logits (``medcert.lungnodule/1`` ``network``, no candidate offset) of the preprocessed phantom
-    ``prep`` on the canonical grid; cached at ``path`` (a folder specific to the stage-1 weights) when given."""
+    ``prep`` on the canonical grid; cached at ``path`` (:func:`logits_path`) when given."""
     if path is not None and path.is_file():
         return np.load(path)
     logits = sliding_window_logits(network, prep.tensor, adapter.patch, adapter.overlap)

@@ -27,7 +27,13 @@ from torch import nn
 
 from medcert.errors import MedCertError
 from medcert.models.lung_nodule_two_stage import CLASSIFIER_BIAS, TwoStageLungNoduleNet
-from medcert.training.candidate_data import CandidateSet, extract_candidates, overrides_tag, phantom_overrides
+from medcert.training.candidate_data import (
+    CandidateSet,
+    extract_candidates,
+    logits_path,
+    overrides_tag,
+    phantom_overrides,
+)
 from medcert.training.config import (
     ARCHITECTURE,
     CALIBRATION_SEED_START,
@@ -47,8 +53,8 @@ SHIFT = 2  # extracted patches are this much wider than the classifier's input: 
 def _extract(job: tuple[int, bool], stage1: str, cache: str, threads: int | None, offset: float, size: int,
              mix: str) -> str:
     """Candidates of phantom ``job = (seed, training)`` (training phantoms: nodule ``mix``) at candidate
-    ``offset``, patches ``size``³, cached as ``cache/candidates-{key}-{seed}.npz`` with the stage-1 logits as
-    ``cache/logits[-{phantom key}]-{seed}.npy`` (reused when present; ``cache`` is specific to the stage-1 file)."""
+    ``offset``, patches ``size``³, cached as ``cache/candidates-{key}-{seed}.npz`` with the stage-1 logits at
+    :func:`logits_path` (reused when present; ``cache`` is specific to the stage-1 file)."""
     seed, training = job
     ov = phantom_overrides(seed, training, mix)
     key = overrides_tag({"offset": offset, "size": size, "nms": CANDIDATES["nms"], "limit": CANDIDATES["limit"],
@@ -64,7 +70,7 @@ def _extract(job: tuple[int, bool], stage1: str, cache: str, threads: int | None
     adapter = WeightsAdapter.from_weights(load_weights(stage1))
     cs = extract_candidates(seed, adapter, adapter.network().requires_grad_(False), offset=offset,
                             nms=CANDIDATES["nms"], limit=CANDIDATES["limit"], size=size, overrides=ov,
-                            logits_path=Path(cache) / f"logits{overrides_tag(ov)}-{seed}.npy")
+                            logits_path=logits_path(Path(cache), seed, ov))
     atomic_write_bytes(out, cs.to_bytes(), overwrite=True)
     return str(out)
 

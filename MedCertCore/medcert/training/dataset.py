@@ -40,6 +40,7 @@ HARD_MIX_KINDS = ("solid", "part-solid", "ground-glass", "juxtapleural")
 # The "wide" mix: as many nodules, over the whole reportable size range (5-30 mm), juxtapleural twice as often.
 WIDE_MIX_DIAMETER_MM = (5.0, 30.0)
 WIDE_MIX_KINDS = ("solid", "part-solid", "ground-glass", "juxtapleural", "juxtapleural")
+MIX_PLANS = {"hard": (HARD_MIX_DIAMETER_MM, HARD_MIX_KINDS), "wide": (WIDE_MIX_DIAMETER_MM, WIDE_MIX_KINDS)}
 
 
 def training_overrides(phantom_seed: int, nodule_mix: str = "default") -> dict[str, Any]:
@@ -56,8 +57,7 @@ def training_overrides(phantom_seed: int, nodule_mix: str = "default") -> dict[s
     if nodule_mix == "default":
         return {"spacing_xy": spacing, "n_nodules": n}
     hard = np.random.default_rng([phantom_seed, 80])
-    sizes, kinds = (HARD_MIX_DIAMETER_MM, HARD_MIX_KINDS) if nodule_mix == "hard" else (WIDE_MIX_DIAMETER_MM,
-                                                                                          WIDE_MIX_KINDS)
+    sizes, kinds = MIX_PLANS[nodule_mix]
     lo, hi = (math.log(d) for d in sizes)
     count = int(hard.integers(HARD_MIX_COUNT[0], HARD_MIX_COUNT[1] + 1))
     return {"spacing_xy": spacing, "nodule_diameters": [float(math.exp(hard.uniform(lo, hi))) for _ in range(count)],
