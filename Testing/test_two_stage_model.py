@@ -4,6 +4,7 @@ fingerprint, and the stage-3 training pieces, on real phantoms and real networks
 import numpy as np
 import pytest
 import torch
+from medcert.errors import WeightsError
 from medcert.inference import WeightsAdapter, run_segmentation
 from medcert.inference.fingerprint import deviation
 from medcert.models import build_model
@@ -99,6 +100,54 @@ def test_each_component_keeps_the_nodule_label_only_when_its_best_candidate_scor
     assert torch.equal(out[3][outside], logits[3][outside] - 1.5)  # stage 1 without the candidate offset
     with_candidates = len({int(comp[tuple(v)]) for v in found["voxels"]})
     assert accepted == {-100.0: 0, 100.0: with_candidates}.get(bias, accepted) and with_candidates >= 3
+
+
+def _weak_candidate_logits() -> torch.Tensor:
+    """Lung everywhere; the raised nodule margin is -1 except on a 2x2x2 block (4..5 on each axis) where it is
+    +0.2, with +0.3 at (4, 4, 4): one weakly raised candidate component."""
+    logits = torch.zeros(4, 10, 10, 10)
+    logits[1] = 2.0
+    logits[3] = logits[1] - 1.0
+    logits[3, 4:6, 4:6, 4:6] = logits[1, 4:6, 4:6, 4:6] + 0.2
+    logits[3, 4, 4, 4] += 0.1
+    return logits
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_a_symmetric_gate_keeps_a_weak_accepted_component_through_resampling(symmetric):
+    from medcert.inference.postprocess import to_input_grid
+    from medcert.volume import StudyIdentity, Volume
+
+    offset = 2.5
+    torch.manual_seed(0)
+    net = build_model("medcert.lungnodule/2", {**STAGE1, "classifier": CLASSIFIER, "candidates": {
+        "offset": offset, "nms": 3, "limit": 64, "symmetric": symmetric}}).eval()
+    with torch.no_grad():
+        net.classifier.head[4].bias.fill_(100.0)  # accept every candidate
+        out, found = net.refine(torch.rand(2, 10, 10, 10), _weak_candidate_logits())
+    assert found["voxels"].tolist() == [[4, 4, 4]]
+    grid_labels = out.argmax(0)
+    assert (grid_labels[4:6, 4:6, 4:6] == 3).all() and (grid_labels == 3).sum() == 8
+    refined = nodule_margin(out)
+    assert refined[5, 5, 5] == pytest.approx(offset if symmetric else 0.2, abs=1e-5)
+    assert refined[0, 0, 0] == pytest.approx(-1.0 - offset, abs=1e-5)  # outside: stage 1 without the offset
+    # Input voxels of 1 mm, centred a quarter of a grid voxel off the 2 mm grid: the block covers 4^3 of them.
+    # With the symmetric margin the block's edge falls half-way to the next grid voxel, so its 8 interior input
+    # voxels and the 24 in the middle of its faces are nodule (the 32 at its edges and corners are cut by the
+    # trilinear weights); with the weak +0.2 margin against -3.5 outside, only the 8 interior ones.
+    ijk_to_ras = np.eye(4)
+    ijk_to_ras[:3, 3] = 0.5
+    vol = Volume(np.zeros((20, 20, 20), np.int16), ijk_to_ras, StudyIdentity("nrrd", "t"))
+    labels = to_input_grid(out.numpy(), np.diag([2.0, 2.0, 2.0, 1.0]), vol, anomaly_label=None,
+                           margin_tol=0.0).labels
+    assert (labels == 3).sum() == (32 if symmetric else 8)
+    assert (labels[7:11, 7:11, 7:11] == 3).sum() == (labels == 3).sum()
+
+
+def test_the_symmetric_flag_must_be_a_boolean():
+    with pytest.raises(WeightsError, match=r"candidates\.symmetric must be true or false"):
+        build_model("medcert.lungnodule/2", {**STAGE1, "classifier": CLASSIFIER,
+                                             "candidates": {"offset": 1.0, "symmetric": "yes"}})
 
 
 @pytest.mark.parametrize("context", [0, 16])

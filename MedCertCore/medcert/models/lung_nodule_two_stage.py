@@ -4,11 +4,14 @@ Stage 1 is ``medcert.lungnodule/1`` run tile by tile, its nodule log-odds raised
 Stage 2 runs once on the whole canonical grid (:meth:`refine`): the local maxima of the raised nodule margin are
 candidates; a :class:`CandidateClassifier` scores a patch (windowed intensity + stage-1 margin) around each,
 averaged over four flips. A 26-connected component ``C`` of ``margin > 0`` whose best score ``S = max_{k in C} s_k``
-is above 0 is accepted and keeps the margin ``min(margin, S)``; every other voxel gets ``min(margin, 0) - offset``
-(outside the candidate regions: stage 1's margin without the offset). So a voxel is labelled nodule exactly when
-it lies in an accepted component, and the labels elsewhere keep the headroom of stage 1's own operating point
-(interpolating the logits onto a fine input grid cannot raise specks of nodule there). The classifier's output
-bias is the operating point.
+is above 0 is accepted and keeps the margin ``min(margin, S)``; every other voxel gets
+``min(margin, 0) - offset`` (outside the candidate regions: stage 1's margin without the offset). So a voxel is
+labelled nodule exactly when it lies in an accepted component, and the labels elsewhere keep the headroom of
+stage 1's own operating point (interpolating the logits onto a fine input grid cannot raise specks of nodule
+there). With ``candidates.symmetric`` (default false: files of 3.0.0) an accepted component keeps at least
+``+offset``, mirroring the ``-offset`` or less around it, so interpolation onto the input grid puts its edge
+half-way between grid voxels instead of shrinking a weakly raised component, often to nothing.
+The classifier's output bias is the operating point.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ FLIPS = ((), (2,), (3,), (4,))
 
 class TwoStageLungNoduleNet(nn.Module):
     """``lung``/``nodule`` as in ``medcert.lungnodule/1``; ``classifier`` a :class:`CandidateClassifier` config;
-    ``candidates`` ``{"offset": logits added to the nodule log-odds, "nms": window, "limit": max candidates}``."""
+    ``candidates`` ``{"offset": logits added to the nodule log-odds, "nms": window, "limit": max candidates,
+    "symmetric": accepted components keep a margin of at least ``offset`` (optional, default false)}``."""
 
     def __init__(self, lung: dict[str, Any], nodule: dict[str, Any], classifier: dict[str, Any],
                  candidates: dict[str, Any]) -> None:
@@ -40,8 +44,11 @@ class TwoStageLungNoduleNet(nn.Module):
         self.offset = float(candidates.get("offset", 0.0))
         self.nms = int(candidates.get("nms", 7))
         self.limit = int(candidates.get("limit", 512))
+        self.symmetric = candidates.get("symmetric", False)
         if self.nms < 1 or self.nms % 2 == 0 or not 1 <= self.limit <= 4096:
             raise ValueError("candidates.nms must be odd and positive, candidates.limit in 1..4096")
+        if not isinstance(self.symmetric, bool):
+            raise ValueError("candidates.symmetric must be true or false")
 
     def divisor(self) -> int:
         return self.stage1.divisor()
@@ -95,8 +102,10 @@ class TwoStageLungNoduleNet(nn.Module):
         cap = torch.from_numpy(best[comp].astype(np.float32)).to(logits.device)  # -inf outside / without candidates
         others = logits[:3].amax(dim=0)
         out = logits.clone()
-        out[3] = torch.where(cap > 0, torch.minimum(logits[3], others + cap.clamp_min(0)),
-                             torch.minimum(logits[3], others) - self.offset)
+        accepted = torch.minimum(logits[3], others + cap.clamp_min(0))
+        if self.symmetric:
+            accepted = torch.maximum(accepted, others + self.offset)
+        out[3] = torch.where(cap > 0, accepted, torch.minimum(logits[3], others) - self.offset)
         return out
 
     def candidate_saliency(self, found: dict[str, Any], shape: tuple[int, int, int]) -> np.ndarray | None:
