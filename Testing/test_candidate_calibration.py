@@ -34,15 +34,26 @@ def stage1_file(tmp_path_factory):
     return save_weights(tmp_path_factory.mktemp("w") / "s1.safetensors", state, meta)
 
 
-@pytest.fixture(scope="module")
-def two_stage_file(stage1_file, tmp_path_factory):
+def _two_stage_file(stage1_file, folder, **candidates):
     torch.manual_seed(5)
     clf = CandidateClassifier(**CLASSIFIER).eval()
     with torch.no_grad():
         clf.head[4].weight.mul_(2000.0)  # spread the random scores over a few logits
     state, meta = assemble(load_weights(stage1_file), clf, "0")
-    meta["config"] = {**STAGE1, "classifier": CLASSIFIER, "candidates": {"offset": OFFSET, "nms": 3, "limit": 64}}
-    return save_weights(tmp_path_factory.mktemp("w") / "two.safetensors", state, meta)
+    meta["config"] = {**STAGE1, "classifier": CLASSIFIER,
+                      "candidates": {"offset": OFFSET, "nms": 3, "limit": 64, **candidates}}
+    return save_weights(folder / "two.safetensors", state, meta)
+
+
+@pytest.fixture(scope="module")
+def two_stage_file(stage1_file, tmp_path_factory):
+    return _two_stage_file(stage1_file, tmp_path_factory.mktemp("w"))
+
+
+@pytest.fixture(scope="module")
+def closing_file(stage1_file, tmp_path_factory):
+    """The same model with 3.1.0's stage-2 options: symmetric edges and a closed lung mask (1 voxel at 6 mm)."""
+    return _two_stage_file(stage1_file, tmp_path_factory.mktemp("w"), symmetric=True, closing=1)
 
 
 def _with_threshold(path, threshold, out):
@@ -52,7 +63,10 @@ def _with_threshold(path, threshold, out):
     return save_weights(out, state, w.metadata())
 
 
-def test_counts_at_every_threshold_match_segmenting_with_that_threshold(two_stage_file, tmp_path):
+@pytest.mark.parametrize("variant", ["plain", "symmetric-closing"])
+def test_counts_at_every_threshold_match_segmenting_with_that_threshold(variant, two_stage_file, closing_file,
+                                                                        tmp_path):
+    two_stage_file = closing_file if variant == "symmetric-closing" else two_stage_file
     table = scan_table(4, str(two_stage_file), str(tmp_path), (OFFSET,), 1, overrides=TINY)
     assert scan_table(4, str(two_stage_file), str(tmp_path), (OFFSET,), 1,
                       overrides=TINY) == table  # cached

@@ -274,3 +274,48 @@ def test_stage3_cli_refuses_an_uncalibrated_stage1_file_and_writes_nothing(stage
     assert err.startswith("error: ") and "calibrated medcert.lungnodule/1" in err and "\n" not in err
     assert main(["--stage1", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 2
     assert "not found" in capsys.readouterr().err and not out.exists()
+
+
+def test_ball_closing_fills_a_dent_narrower_than_the_ball_and_keeps_wider_gaps_open():
+    from medcert.models.lung_nodule_two_stage import ball_closing
+
+    mask = np.zeros((40, 30, 30), bool)
+    mask[2:18, :, :] = True  # a "lung" cut by the field of view on four sides
+    mask[22:38, :, :] = True  # a second one, 4 voxels away
+    mask[10:18, 12:16, 12:16] = False  # a 4-voxel-wide dent open to the gap
+    closed = ball_closing(mask, 3)
+    assert (closed >= mask).all()
+    assert closed[11:18, 12:16, 12:16].all()  # the dent is filled
+    assert closed[2:18, 0, 0].all() and closed[2:18, -1, -1].all()  # not eroded where the field of view cuts
+    assert closed[18:22, 5:25, 5:25].all()  # a gap narrower than the ball is bridged
+    assert not ball_closing(mask, 1)[18:22].any()  # a smaller ball keeps the gap open
+
+
+def test_closing_gives_a_nodule_the_lung_network_left_out_its_own_log_odds():
+    torch.manual_seed(0)
+    cfg = {**STAGE1, "classifier": CLASSIFIER, "candidates": {"offset": 0.0, "nms": 3, "limit": 64}}
+    logits = torch.zeros(4, 24, 24, 24)
+    logits[2] = -4.0  # no left lung
+    logits[1, 4:20, 4:20, 4:20] = 3.0  # right lung, background (0) elsewhere
+    dent = (slice(4, 8), slice(10, 14), slice(10, 14))
+    logits[1][dent] = -2.0  # a nodule against the pleura: the lung network calls it background
+    nodule = torch.full((24, 24, 24), -5.0)
+    nodule[dent] = 4.0  # the nodule network is sure
+    logits[3] = logits[1:3].amax(0) + nodule
+    plain = build_model("medcert.lungnodule/2", cfg).eval()
+    closed = build_model("medcert.lungnodule/2", {**cfg, "candidates": {**cfg["candidates"], "closing": 3}}).eval()
+    assert plain.close_lungs(logits) is logits
+    assert (nodule_margin(logits)[dent] == 2.0).all()  # 4 - (0 - (-2)): the lung gate takes 2 off
+    c = closed.close_lungs(logits)
+    assert torch.equal(c[:3], logits[:3])
+    # Inside the dent the margin is the nodule log-odds alone; its outermost layer, where a ball outside the
+    # lung touches it, is not added by the closing.
+    assert torch.allclose(nodule_margin(c)[5:8, 10:14, 10:14], torch.full((3, 4, 4), 4.0))
+    assert torch.equal(c[3][4, 10:14, 10:14], logits[3][4, 10:14, 10:14])
+    inside = torch.zeros(24, 24, 24, dtype=torch.bool)
+    inside[4:20, 4:20, 4:20] = True
+    inside[dent] = False
+    assert torch.equal(c[3][inside], logits[3][inside])  # lung voxels are unchanged
+    assert torch.equal(c[3][0], logits[3][0])  # so is everything the closing does not add
+    with pytest.raises(WeightsError, match="closing"):
+        build_model("medcert.lungnodule/2", {**cfg, "candidates": {**cfg["candidates"], "closing": 2.5}})

@@ -11,6 +11,11 @@ stage 1's own operating point (interpolating the logits onto a fine input grid c
 there). With ``candidates.symmetric`` (default false: files of 3.0.0) an accepted component keeps at least
 ``+offset``, mirroring the ``-offset`` or less around it, so interpolation onto the input grid puts its edge
 half-way between grid voxels instead of shrinking a weakly raised component, often to nothing.
+With ``candidates.closing`` = ``r`` > 0 (default 0: files of 3.0.0) stage 2 first closes the lung mask (lung
+network's lung above background) with a ball of radius ``r`` grid voxels, the classic rolling-ball step of lung
+CAD: in the indentations it fills, where a nodule against the pleura sits and the lung network calls it soft
+tissue, the nodule class takes the background's logit as its base, so the margin there is the nodule log-odds
+alone.
 The classifier's output bias is the operating point.
 """
 
@@ -20,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import nn
 
 from medcert.models.candidate_classifier import CandidateClassifier
@@ -27,14 +33,16 @@ from medcert.models.lung_nodule import LungNoduleNet
 from medcert.models.nodule_candidates import candidate_components, find_candidates, gather_patches, nodule_margin
 
 CLASSIFIER_BIAS = "classifier.head.4.bias"
-CHUNK = 64  # candidates per classifier forward pass
+CHUNK = 64
+MAX_CLOSING = 16  # grid voxels  # candidates per classifier forward pass
 FLIPS = ((), (2,), (3,), (4,))
 
 
 class TwoStageLungNoduleNet(nn.Module):
     """``lung``/``nodule`` as in ``medcert.lungnodule/1``; ``classifier`` a :class:`CandidateClassifier` config;
     ``candidates`` ``{"offset": logits added to the nodule log-odds, "nms": window, "limit": max candidates,
-    "symmetric": accepted components keep a margin of at least ``offset`` (optional, default false)}``."""
+    "symmetric": accepted components keep a margin of at least ``offset`` (optional, default false),
+    "closing": radius in grid voxels of the lung mask's closing (optional, default 0: none)}``."""
 
     def __init__(self, lung: dict[str, Any], nodule: dict[str, Any], classifier: dict[str, Any],
                  candidates: dict[str, Any]) -> None:
@@ -45,10 +53,13 @@ class TwoStageLungNoduleNet(nn.Module):
         self.nms = int(candidates.get("nms", 7))
         self.limit = int(candidates.get("limit", 512))
         self.symmetric = candidates.get("symmetric", False)
+        self.closing = candidates.get("closing", 0)
         if self.nms < 1 or self.nms % 2 == 0 or not 1 <= self.limit <= 4096:
             raise ValueError("candidates.nms must be odd and positive, candidates.limit in 1..4096")
         if not isinstance(self.symmetric, bool):
             raise ValueError("candidates.symmetric must be true or false")
+        if type(self.closing) is not int or not 0 <= self.closing <= MAX_CLOSING:
+            raise ValueError(f"candidates.closing must be an integer in 0..{MAX_CLOSING}")
 
     def divisor(self) -> int:
         return self.stage1.divisor()
@@ -70,10 +81,23 @@ class TwoStageLungNoduleNet(nn.Module):
     def refine(self, x: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """Whole-grid stage 2: ``x`` ``[C, X, Y, Z]`` model input, ``logits`` ``[4, X, Y, Z]`` from :meth:`forward`.
         Returns the refined logits and the candidates (grid voxel, stage-1 margin, score)."""
+        logits = self.close_lungs(logits)
         found = self.find(x, logits)
         out = self.gate(logits, found)
         del found["components"], found["component_of"]
         return out, found
+
+    def close_lungs(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` (raised) with the nodule class based on the background's logit where the closed lung mask
+        adds voxels (``candidates.closing``); unchanged (the same tensor) without a closing."""
+        if not self.closing:
+            return logits
+        lung_logit = logits[1:3].amax(dim=0)
+        lung = (lung_logit > logits[0]).cpu().numpy()
+        added = torch.from_numpy(ball_closing(lung, self.closing) & ~lung).to(logits.device)
+        out = logits.clone()
+        out[3] = torch.where(added, logits[3] + (logits[0] - lung_logit), logits[3])
+        return out
 
     def find(self, x: torch.Tensor, logits: torch.Tensor) -> dict[str, Any]:
         """The candidates of :meth:`refine`: grid voxels, stage-1 margins, patches, scores, and the candidate
@@ -123,3 +147,13 @@ class TwoStageLungNoduleNet(nn.Module):
             a = v - lo + p
             out[a[0]:a[0] + p, a[1]:a[1] + p, a[2]:a[2] + p] += gk
         return out[p:p + shape[0], p:p + shape[1], p:p + shape[2]]
+
+
+def ball_closing(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Morphological closing of a boolean ``mask`` by a ball of ``radius`` voxels (exact Euclidean distances).
+    The array's edge is not background, so a mask cut by the field of view is not eroded there."""
+    r = radius + 1
+    padded = np.pad(mask, r)
+    dilated = ndimage.distance_transform_edt(~padded) <= radius
+    closed = ndimage.distance_transform_edt(dilated) > radius
+    return closed[r:-r, r:-r, r:-r] | mask

@@ -13,9 +13,11 @@ is counted on the input grid without segmenting again. The pair that finds the m
 ``--max-fp`` false-positive components per scan (then the fewest false positives, then the smallest offset) is
 baked into the file: the offset into its config, ``-t`` into the classifier's output bias.
 
-The shipped model's threshold is still set by :mod:`medcert.training.classifier` on candidates: recalibrating
-3.0.0 this way did not help on the held-out phantoms (docs/demo-model.md, experiment 3.1). The curves it prints
-are the component-level FROC on calibration phantoms, for judging a retrained classifier.
+Since 3.1.0 this sets the shipped model's threshold (at the one offset 2.5, ``--max-fp 0.8``). With the file's
+symmetric edges (``candidates.symmetric``) every accepted grid component reaches the input grid, so a threshold
+counted here with every component accepted is what the model then does; without them, weakly raised components
+were counted larger than the model draws them (3.0.0, experiments 3.1 and 3.2 in docs/demo-model.md). The curves
+it prints are the component-level FROC on calibration phantoms, for judging a retrained classifier.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ def _scan_table(seed: int, weights: Any, logits_path: Path, offsets: tuple[float
         logits = torch.from_numpy(raw).clone()
         logits[3] += offset
         with torch.inference_mode():
+            logits = model.close_lungs(logits)
             found = model.find(x, logits)
             refined = model.gate(logits, found, threshold=-1e9).numpy()
         comp = found["components"]

@@ -157,12 +157,21 @@ def _classifier_lines(clf: Any, candidates: Any) -> list[str]:
     if not isinstance(clf, dict):
         return []
     first, last = clf.get("training_phantoms", ["?", "?"])
-    cand = json.dumps(candidates, sort_keys=True) if isinstance(candidates, dict) else "?"
-    return [f"- Candidate classifier: {clf.get('candidates')} candidates ({clf.get('nodule_candidates')} on nodules) "
-            f"of the calibrated stages above on phantoms {first}..{last} (nodule-rich mix at the generator's "
-            f"acquisition), candidates `{cand}`; {clf.get('steps')} steps; candidate extraction "
-            f"{clf.get('extract_worker_minutes')} worker-minutes ({clf.get('extract_jobs')} workers), training "
-            f"{clf.get('train_minutes')} min."]
+    cand = candidates if isinstance(candidates, dict) else {}
+    extraction = {k: cand[k] for k in ("offset", "nms", "limit") if k in cand}  # what the training candidates used
+    if "extract_offset" in clf:
+        extraction["offset"] = clf["extract_offset"]
+    lines = [f"- Candidate classifier: {clf.get('candidates')} candidates ({clf.get('nodule_candidates')} on nodules) "
+             f"of the calibrated stages above on phantoms {first}..{last} (nodule-rich mix at the generator's "
+             f"acquisition), candidates `{json.dumps(extraction, sort_keys=True)}`; {clf.get('steps')} steps; "
+             f"candidate extraction {clf.get('extract_worker_minutes')} worker-minutes ({clf.get('extract_jobs')} "
+             f"workers), training {clf.get('train_minutes')} min."]
+    if cand.get("closing") or cand.get("symmetric"):
+        lines.append(f"- Stage 2 at inference: the lung mask closed by a ball of {cand.get('closing', 0)} grid voxels "
+                     "before the candidates are found (nodules against the pleura keep their own log-odds; the "
+                     "training candidates above had no closing); accepted components keep a margin of at least the "
+                     f"offset: {bool(cand.get('symmetric'))}.")
+    return lines
 
 
 def _round(value: Any) -> Any:
@@ -225,10 +234,16 @@ def render(w: ModelWeights, speed: dict[str, Any] | None = None) -> str:
         if isinstance(clf, dict) and isinstance(clf.get("calibration"), dict):
             c = clf["calibration"]
             first, last = c.get("seeds", ["?", "?"])
+            if c.get("counted") == "input-grid components":  # medcert.training.candidate_calibration
+                found = (f"{c.get('found_ge6mm')} of {c.get('nodules_ge6mm')} nodules ≥ 6 mm found, "
+                         f"{c.get('fp_per_scan')} false-positive components per scan, counted on the input grid "
+                         "through the whole pipeline like the held-out benchmark")
+            else:
+                found = (f"{c.get('found_ge6mm')} of {c.get('nodules_ge6mm')} nodules ≥ 6 mm hit by an accepted "
+                         f"candidate, {c.get('fp_per_scan')} false candidates per scan")
             lines.append(f"- Candidate classifier threshold {_round(c.get('threshold'))} (subtracted from its output "
-                         f"bias), rule `{json.dumps(c.get('rule', {}), sort_keys=True)}`, the same calibration seeds "
-                         f"{first}..{last}: {c.get('found_ge6mm')} of {c.get('nodules_ge6mm')} nodules ≥ 6 mm hit by "
-                         f"an accepted candidate, {c.get('fp_per_scan')} false candidates per scan.")
+                         f"bias), rule `{json.dumps(c.get('rule', {}), sort_keys=True)}`, calibration seeds "
+                         f"{first}..{last}: {found}.")
         lines.append("")
     held = m.get("held_out_phantoms")
     if held:
