@@ -66,3 +66,22 @@ def test_cli_refuses_bad_record_in_one_line_and_writes_nothing(tmp_path):
     assert p.returncode == 2
     assert p.stderr.startswith("error: cannot read speed record") and len(p.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_card_names_the_stage2_options_and_an_input_grid_calibration(weights, tmp_path):
+    from medcert.weights import save_weights
+
+    cal = {"seeds": [800000, 800049], "counted": "input-grid components", "rule": {"max_fp_per_scan": 0.8},
+           "offset": 2.5, "threshold": 0.66, "found_ge6mm": 71, "nodules_ge6mm": 86, "fp_per_scan": 0.58}
+    meta = weights.metadata({**weights.metrics, "classifier": {**weights.metrics["classifier"], "calibration": cal}})
+    meta["config"] = {**weights.config, "candidates": {**weights.config["candidates"], "closing": 8,
+                                                       "symmetric": True}}
+    variant = load_weights(save_weights(tmp_path / "v.safetensors", weights.state_dict, meta))
+    card = render(variant)
+    # The classifier's training candidates are named by the settings they were extracted with, not the closing.
+    assert 'candidates `{"limit": 512, "nms": 7, "offset": 2.5}`' in card
+    assert "the lung mask closed by a ball of 8 grid voxels" in card
+    assert ("calibration seeds 800000..800049: 71 of 86 nodules ≥ 6 mm found, 0.58 false-positive components per "
+            "scan, counted on the input grid") in card
+    shipped = render(weights)
+    assert "closed by a ball" not in shipped and "the same calibration seeds 800000..800015" in shipped

@@ -13,11 +13,12 @@ is counted on the input grid without segmenting again. The pair that finds the m
 ``--max-fp`` false-positive components per scan (then the fewest false positives, then the smallest offset) is
 baked into the file: the offset into its config, ``-t`` into the classifier's output bias.
 
-Since 3.1.0 this sets the shipped model's threshold (at the one offset 2.5, ``--max-fp 0.8``). With the file's
-symmetric edges (``candidates.symmetric``) every accepted grid component reaches the input grid, so a threshold
-counted here with every component accepted is what the model then does; without them, weakly raised components
-were counted larger than the model draws them (3.0.0, experiments 3.1 and 3.2 in docs/demo-model.md). The curves
-it prints are the component-level FROC on calibration phantoms, for judging a retrained classifier.
+The shipped model's threshold (3.0.0) is still set by :mod:`medcert.training.classifier` on candidates:
+recalibrating it this way did not help on the held-out phantoms (docs/demo-model.md, experiments 3.1 to 3.3).
+Counting here accepts every component with its full raised margin, while the model caps an accepted component's
+margin at its score, so a weakly raised component can be counted larger than the model draws it; with the file's
+symmetric edges (``candidates.symmetric``, experiment 3.3) the two agree. The curves it prints are the
+component-level FROC on calibration phantoms, for judging a retrained classifier.
 """
 
 from __future__ import annotations

@@ -235,15 +235,15 @@ def render(w: ModelWeights, speed: dict[str, Any] | None = None) -> str:
             c = clf["calibration"]
             first, last = c.get("seeds", ["?", "?"])
             if c.get("counted") == "input-grid components":  # medcert.training.candidate_calibration
-                found = (f"{c.get('found_ge6mm')} of {c.get('nodules_ge6mm')} nodules ≥ 6 mm found, "
-                         f"{c.get('fp_per_scan')} false-positive components per scan, counted on the input grid "
-                         "through the whole pipeline like the held-out benchmark")
+                found = (f"calibration seeds {first}..{last}: {c.get('found_ge6mm')} of {c.get('nodules_ge6mm')} "
+                         f"nodules ≥ 6 mm found, {c.get('fp_per_scan')} false-positive components per scan, counted "
+                         "on the input grid through the whole pipeline like the held-out benchmark")
             else:
-                found = (f"{c.get('found_ge6mm')} of {c.get('nodules_ge6mm')} nodules ≥ 6 mm hit by an accepted "
-                         f"candidate, {c.get('fp_per_scan')} false candidates per scan")
+                found = (f"the same calibration seeds {first}..{last}: {c.get('found_ge6mm')} of "
+                         f"{c.get('nodules_ge6mm')} nodules ≥ 6 mm hit by an accepted candidate, "
+                         f"{c.get('fp_per_scan')} false candidates per scan")
             lines.append(f"- Candidate classifier threshold {_round(c.get('threshold'))} (subtracted from its output "
-                         f"bias), rule `{json.dumps(c.get('rule', {}), sort_keys=True)}`, calibration seeds "
-                         f"{first}..{last}: {found}.")
+                         f"bias), rule `{json.dumps(c.get('rule', {}), sort_keys=True)}`, {found}.")
         lines.append("")
     held = m.get("held_out_phantoms")
     if held:
