@@ -52,7 +52,7 @@ def two_stage_file(stage1_file, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def closing_file(stage1_file, tmp_path_factory):
-    """The same model with 3.1.0's stage-2 options: symmetric edges and a closed lung mask (1 voxel at 6 mm)."""
+    """The same model with experiment 3.3's stage-2 options: symmetric edges, a lung mask closed by 1 voxel."""
     return _two_stage_file(stage1_file, tmp_path_factory.mktemp("w"), symmetric=True, closing=1)
 
 

@@ -33,8 +33,8 @@ from medcert.models.lung_nodule import LungNoduleNet
 from medcert.models.nodule_candidates import candidate_components, find_candidates, gather_patches, nodule_margin
 
 CLASSIFIER_BIAS = "classifier.head.4.bias"
-CHUNK = 64
-MAX_CLOSING = 16  # grid voxels  # candidates per classifier forward pass
+CHUNK = 64  # candidates per classifier forward pass
+MAX_CLOSING = 16  # grid voxels
 FLIPS = ((), (2,), (3,), (4,))
 
 
@@ -81,10 +81,9 @@ class TwoStageLungNoduleNet(nn.Module):
     def refine(self, x: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """Whole-grid stage 2: ``x`` ``[C, X, Y, Z]`` model input, ``logits`` ``[4, X, Y, Z]`` from :meth:`forward`.
         Returns the refined logits and the candidates (grid voxel, stage-1 margin, score)."""
-        logits = self.close_lungs(logits)
         found = self.find(x, logits)
-        out = self.gate(logits, found)
-        del found["components"], found["component_of"]
+        out = self.gate(found)
+        del found["components"], found["component_of"], found["logits"]
         return out, found
 
     def close_lungs(self, logits: torch.Tensor) -> torch.Tensor:
@@ -100,15 +99,18 @@ class TwoStageLungNoduleNet(nn.Module):
         return out
 
     def find(self, x: torch.Tensor, logits: torch.Tensor) -> dict[str, Any]:
-        """The candidates of :meth:`refine`: grid voxels, stage-1 margins, patches, scores, and the candidate
-        components (``components`` on the grid, ``component_of`` each candidate)."""
+        """The candidates of :meth:`refine`: grid voxels, stage-1 margins, patches, scores, the candidate
+        components (``components`` on the grid, ``component_of`` each candidate) and the raised ``logits`` after
+        :meth:`close_lungs`, which :meth:`gate` refines."""
+        logits = self.close_lungs(logits)
         margin = nodule_margin(logits)
         centres = find_candidates(margin, self.nms, self.limit)
         comp, cand_comp = candidate_components(margin, centres)
         patches = gather_patches(x[0], margin - self.offset, centres, self.classifier.input_size)
         scores = self.score(patches)
         return {"voxels": centres.cpu().numpy(), "margin": margin[tuple(centres.T)].cpu().numpy(),
-                "scores": scores.cpu().numpy(), "patches": patches, "components": comp, "component_of": cand_comp}
+                "scores": scores.cpu().numpy(), "patches": patches, "components": comp, "component_of": cand_comp,
+                "logits": logits}
 
     @staticmethod
     def component_scores(found: dict[str, Any]) -> np.ndarray:
@@ -118,9 +120,10 @@ class TwoStageLungNoduleNet(nn.Module):
         np.maximum.at(best, found["component_of"], found["scores"].astype(np.float64))
         return best
 
-    def gate(self, logits: torch.Tensor, found: dict[str, Any], threshold: float = 0.0) -> torch.Tensor:
-        """Refined logits: components whose best score is above ``threshold`` are accepted (0: the model's own
-        operating point; calibration passes others)."""
+    def gate(self, found: dict[str, Any], threshold: float = 0.0) -> torch.Tensor:
+        """Refined logits of :meth:`find`'s ``found``: components whose best score is above ``threshold`` are
+        accepted (0: the model's own operating point; calibration passes others)."""
+        logits = found["logits"]
         comp = found["components"]
         best = self.component_scores(found) - threshold
         cap = torch.from_numpy(best[comp].astype(np.float32)).to(logits.device)  # -inf outside / without candidates

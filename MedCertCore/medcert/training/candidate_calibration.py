@@ -89,9 +89,8 @@ def _scan_table(seed: int, weights: Any, logits_path: Path, offsets: tuple[float
         logits = torch.from_numpy(raw).clone()
         logits[3] += offset
         with torch.inference_mode():
-            logits = model.close_lungs(logits)
             found = model.find(x, logits)
-            refined = model.gate(logits, found, threshold=-1e9).numpy()
+            refined = model.gate(found, threshold=-1e9).numpy()
         comp = found["components"]
         best = model.component_scores(found)
         labels = to_input_grid(refined, prep.grid_to_ras, ph.volume, anomaly_label=adapter.anomaly_label,
