@@ -81,6 +81,13 @@ def test_card_names_the_stage2_options_and_an_input_grid_calibration(weights, tm
     # The classifier's training candidates are named by the settings they were extracted with, not the closing.
     assert 'candidates `{"limit": 512, "nms": 7, "offset": 2.5}`' in card
     assert "the lung mask closed by a ball of 8 grid voxels" in card
+    assert "training candidates above were found with a closing of 0" in card
+    clf = {**weights.metrics["classifier"], "calibration": cal, "extract_closing": 8}
+    trained_closed = load_weights(save_weights(tmp_path / "c.safetensors", weights.state_dict,
+                                               {**meta, "metrics": {**meta["metrics"], "classifier": clf}}))
+    card = render(trained_closed)
+    assert 'candidates `{"closing": 8, "limit": 512, "nms": 7, "offset": 2.5}`' in card
+    assert "training candidates above were found with a closing of 8" in card
     assert ("calibration seeds 800000..800049: 71 of 86 nodules ≥ 6 mm found, 0.58 false-positive components per "
             "scan, counted on the input grid") in card
     shipped = render(weights)

@@ -234,6 +234,33 @@ def test_candidate_labels_training_and_threshold(stage1_file, tmp_path):
 
 
 
+def test_training_candidates_with_a_closing_are_the_candidates_inference_finds(stage1_file, tmp_path):
+    from medcert.phantom import generate_chest_ct
+    from medcert.training.classifier import centre_crop
+
+    s1 = load_weights(stage1_file)
+    adapter = WeightsAdapter.from_weights(s1)
+    net1 = adapter.network().requires_grad_(False)
+    offset, cached = 0.0, tmp_path / "logits.npy"  # 0: the same float operations in both paths
+    closed = extract_candidates(4, adapter, net1, offset=offset, nms=3, limit=4096, size=10, overrides=TINY,
+                                logits_path=cached, closing=2)
+    plain = extract_candidates(4, adapter, net1, offset=offset, nms=3, limit=4096, size=10, overrides=TINY,
+                               logits_path=cached)
+    model = build_model("medcert.lungnodule/2", {**STAGE1, "classifier": CLASSIFIER, "candidates": {
+        "offset": offset, "nms": 3, "limit": 4096, "closing": 2}}).eval()
+    model.stage1.load_state_dict(net1.state_dict())
+    prep = adapter.preprocess(generate_chest_ct(4, **TINY).volume)
+    raised = torch.from_numpy(np.load(cached))
+    raised[3] += offset
+    with torch.no_grad():
+        found = model.find(torch.from_numpy(prep.tensor), raised)
+    assert len(closed.margin) == len(found["voxels"]) > 0
+    assert np.array_equal(closed.margin, found["margin"] - offset)
+    assert torch.equal(centre_crop(closed.patches, 8), found["patches"].to(torch.float16).float())
+    # the closing changes the candidates: a plain extraction is not what this model finds
+    assert len(plain.margin) != len(closed.margin) or not np.allclose(plain.margin, closed.margin)
+
+
 def test_explanation_adds_the_gradient_of_the_accepted_candidates_scores():
     from medcert.inference.engine import certified_mode
     from medcert.inference.explain import explanation_map
@@ -274,6 +301,20 @@ def test_stage3_cli_refuses_an_uncalibrated_stage1_file_and_writes_nothing(stage
     assert err.startswith("error: ") and "calibrated medcert.lungnodule/1" in err and "\n" not in err
     assert main(["--stage1", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 2
     assert "not found" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("closing", ["17", "-1"])
+def test_stage3_cli_refuses_a_bad_closing_before_any_work_and_writes_nothing(stage1_file, tmp_path, capsys, closing):
+    from medcert.training.classifier import main
+
+    s1 = load_weights(stage1_file)
+    calibrated = save_weights(tmp_path / "s1.safetensors", s1.state_dict,
+                              s1.metadata({"operating_point": {"offset": 0.0}}))
+    out, cache = tmp_path / "m.safetensors", tmp_path / "c"
+    assert main(["--stage1", str(calibrated), "--out", str(out), "--cache", str(cache), "--closing", closing]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "candidates.closing" in err and "\n" not in err
+    assert not out.exists() and not cache.exists()
 
 
 def test_ball_closing_fills_a_dent_narrower_than_the_ball_and_keeps_wider_gaps_open():

@@ -89,14 +89,7 @@ class TwoStageLungNoduleNet(nn.Module):
     def close_lungs(self, logits: torch.Tensor) -> torch.Tensor:
         """``logits`` (raised) with the nodule class based on the background's logit where the closed lung mask
         adds voxels (``candidates.closing``); unchanged (the same tensor) without a closing."""
-        if not self.closing:
-            return logits
-        lung_logit = logits[1:3].amax(dim=0)
-        lung = (lung_logit > logits[0]).cpu().numpy()
-        added = torch.from_numpy(ball_closing(lung, self.closing) & ~lung).to(logits.device)
-        out = logits.clone()
-        out[3] = torch.where(added, logits[3] + (logits[0] - lung_logit), logits[3])
-        return out
+        return close_lungs(logits, self.closing)
 
     def find(self, x: torch.Tensor, logits: torch.Tensor) -> dict[str, Any]:
         """The candidates of :meth:`refine`: grid voxels, stage-1 margins, patches, scores, the candidate
@@ -150,6 +143,20 @@ class TwoStageLungNoduleNet(nn.Module):
             a = v - lo + p
             out[a[0]:a[0] + p, a[1]:a[1] + p, a[2]:a[2] + p] += gk
         return out[p:p + shape[0], p:p + shape[1], p:p + shape[2]]
+
+
+def close_lungs(logits: torch.Tensor, radius: int) -> torch.Tensor:
+    """Composite ``logits`` ``[4, X, Y, Z]`` with the nodule class based on the background's logit where closing
+    the lung mask (lung above background) by a ball of ``radius`` grid voxels adds voxels; the same tensor when
+    ``radius`` is 0. Adding an offset to the nodule class before or after gives the same result."""
+    if not radius:
+        return logits
+    lung_logit = logits[1:3].amax(dim=0)
+    lung = (lung_logit > logits[0]).cpu().numpy()
+    added = torch.from_numpy(ball_closing(lung, radius) & ~lung).to(logits.device)
+    out = logits.clone()
+    out[3] = torch.where(added, logits[3] + (logits[0] - lung_logit), logits[3])
+    return out
 
 
 def ball_closing(mask: np.ndarray, radius: int) -> np.ndarray:

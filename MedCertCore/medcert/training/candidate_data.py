@@ -21,6 +21,7 @@ import torch
 
 from medcert.inference.engine import sliding_window_logits
 from medcert.inference.preprocess import labels_to_grid
+from medcert.models.lung_nodule_two_stage import close_lungs
 from medcert.models.nodule_candidates import find_candidates, gather_patches, nodule_margin
 from medcert.phantom import NODULE, generate_chest_ct
 from medcert.training.dataset import training_overrides
@@ -92,13 +93,15 @@ def stage1_logits(network: torch.nn.Module, adapter: Any, prep: Any, path: Path 
 
 
 def extract_candidates(seed: int, adapter: Any, network: torch.nn.Module, *, offset: float, nms: int, limit: int,
-                       size: int, overrides: dict[str, Any], logits_path: Path | None = None) -> CandidateSet:
+                       size: int, overrides: dict[str, Any], logits_path: Path | None = None,
+                       closing: int = 0) -> CandidateSet:
     """Candidates, patches and labels of phantom ``seed`` (generated with ``overrides``) under stage-1
-    ``network`` (``medcert.lungnodule/1``; its logits cached at ``logits_path`` when given)."""
+    ``network`` (``medcert.lungnodule/1``; its logits cached at ``logits_path`` when given), after closing the
+    lung mask by ``closing`` grid voxels as the two-stage model does (``candidates.closing``)."""
     t0 = time.perf_counter()
     ph = generate_chest_ct(seed, **overrides)
     prep = adapter.preprocess(ph.volume)
-    logits = torch.from_numpy(stage1_logits(network, adapter, prep, logits_path))
+    logits = close_lungs(torch.from_numpy(stage1_logits(network, adapter, prep, logits_path)), closing)
     margin = nodule_margin(logits)
     centres = find_candidates(margin + offset, nms, limit)
     patches = gather_patches(torch.from_numpy(prep.tensor[0]), margin, centres, size)

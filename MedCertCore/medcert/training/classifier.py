@@ -51,14 +51,16 @@ SHIFT = 2  # extracted patches are this much wider than the classifier's input: 
 
 
 def _extract(job: tuple[int, bool], stage1: str, cache: str, threads: int | None, offset: float, size: int,
-             mix: str) -> str:
+             mix: str, closing: int = 0) -> str:
     """Candidates of phantom ``job = (seed, training)`` (training phantoms: nodule ``mix``) at candidate
-    ``offset``, patches ``size``³, cached as ``cache/candidates-{key}-{seed}.npz`` with the stage-1 logits at
-    :func:`logits_path` (reused when present; ``cache`` is specific to the stage-1 file)."""
+    ``offset`` after a lung-mask ``closing``, patches ``size``³, cached as ``cache/candidates-{key}-{seed}.npz``
+    with the stage-1 logits at :func:`logits_path` (reused when present; ``cache`` is specific to the stage-1
+    file)."""
     seed, training = job
     ov = phantom_overrides(seed, training, mix)
-    key = overrides_tag({"offset": offset, "size": size, "nms": CANDIDATES["nms"], "limit": CANDIDATES["limit"],
-                         "phantom": ov})
+    settings = {"offset": offset, "size": size, "nms": CANDIDATES["nms"], "limit": CANDIDATES["limit"],
+                "phantom": ov}
+    key = overrides_tag({**settings, "closing": closing} if closing else settings)
     out = Path(cache) / f"candidates{key}-{seed}.npz"
     if out.is_file():
         return str(out)
@@ -70,7 +72,7 @@ def _extract(job: tuple[int, bool], stage1: str, cache: str, threads: int | None
     adapter = WeightsAdapter.from_weights(load_weights(stage1))
     cs = extract_candidates(seed, adapter, adapter.network().requires_grad_(False), offset=offset,
                             nms=CANDIDATES["nms"], limit=CANDIDATES["limit"], size=size, overrides=ov,
-                            logits_path=logits_path(Path(cache), seed, ov))
+                            logits_path=logits_path(Path(cache), seed, ov), closing=closing)
     atomic_write_bytes(out, cs.to_bytes(), overwrite=True)
     return str(out)
 
@@ -169,10 +171,10 @@ def at_offset(cs: CandidateSet, offset: float) -> CandidateSet:
     return replace(cs, patches=cs.patches[keep], margin=cs.margin[keep], nodule=cs.nodule[keep])
 
 
-def assemble(stage1: Any, classifier: nn.Module, version: str,
-             config: dict[str, Any] | None = None) -> tuple[dict, dict]:
+def assemble(stage1: Any, classifier: nn.Module, version: str, config: dict[str, Any] | None = None,
+             candidates: dict[str, Any] | None = None) -> tuple[dict, dict]:
     """State dict and metadata of the two-stage file (float16 storage like the stage-1 networks; ``config``: the
-    classifier's, default ``CLASSIFIER``)."""
+    classifier's, default ``CLASSIFIER``; ``candidates``: stage 2's settings, default ``CANDIDATES``)."""
     from medcert.training.train import storage_state
 
     state = {f"stage1.{k}": v for k, v in stage1.state_dict.items()}
@@ -180,15 +182,18 @@ def assemble(stage1: Any, classifier: nn.Module, version: str,
     inherited = {k: v for k, v in stage1.metrics.items() if k != "held_out_phantoms"}  # measured on stage 1 alone
     meta = stage1.metadata(inherited)
     meta.update(architecture=ARCHITECTURE, version=version,
-                config={**stage1.config, "classifier": dict(config or CLASSIFIER), "candidates": dict(CANDIDATES)})
+                config={**stage1.config, "classifier": dict(config or CLASSIFIER),
+                        "candidates": dict(candidates or CANDIDATES)})
     return state, meta
 
 
 def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: int, n_cal: int, max_fp: float,
                     jobs: int, cache: Path, steps: int, version: str, threads: int | None = None,
                     overwrite: bool = False, mix: str = "hard", extract_offset: float | None = None,
-                    context: int = 0) -> dict[str, Any]:
-    """Extract candidates, train, calibrate the bias, write ``out``; returns the stage-3 record."""
+                    context: int = 0, closing: int = 0, symmetric: bool = False) -> dict[str, Any]:
+    """Extract candidates (after a lung-mask ``closing``), train, calibrate the bias, write ``out`` (stage 2 with
+    that ``closing`` and ``symmetric`` edges when set); returns the stage-3 record."""
+    from medcert.models import build_model
     from medcert.weights import load_weights, save_weights
 
     stage1 = load_weights(stage1_path)
@@ -197,6 +202,9 @@ def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: in
                            "(python -m medcert.training.operating_point)")
     if out.exists() and not overwrite:
         raise MedCertError(f"{out} exists (pass --overwrite to replace it)")
+    candidates = {**CANDIDATES, **({"closing": closing} if closing else {}),
+                  **({"symmetric": True} if symmetric else {})}
+    build_model(ARCHITECTURE, {**stage1.config, "classifier": CLASSIFIER, "candidates": candidates})  # validates
     wt = worker_threads(threads, jobs)
     config = {**CLASSIFIER, "context": context} if context else dict(CLASSIFIER)
     offset = CANDIDATES["offset"] if extract_offset is None else float(extract_offset)
@@ -208,14 +216,14 @@ def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: in
     cache.mkdir(parents=True, exist_ok=True)
     size = max(config["patch"], context) + SHIFT
     fn = functools.partial(_extract, stage1=str(stage1_path), cache=str(cache), threads=wt, offset=offset,
-                           size=size, mix=mix)
+                           size=size, mix=mix, closing=closing)
     paths = list(map_seeds(fn, jobs_list, jobs))
     sets = [CandidateSet.load(Path(p)) for p in paths]
     train_sets, cal_sets = sets[:phantoms], [at_offset(s, CANDIDATES["offset"]) for s in sets[phantoms:]]
     t1 = time.perf_counter()
     net = train_classifier(train_sets, steps=steps, seed=run_seed, threads=threads or 2, config=config)
     t_train = time.perf_counter() - t1
-    state, meta = assemble(stage1, net, version, config)
+    state, meta = assemble(stage1, net, version, config, candidates)
     model = build_model_from(meta, state)
     with torch.inference_mode():
         scores = [model.score(centre_crop(cs.patches, size - SHIFT)).numpy() for cs in cal_sets]
@@ -225,7 +233,7 @@ def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: in
     record = {"training_phantoms": [training_phantom_seed(run_seed, 0), training_phantom_seed(run_seed, phantoms - 1)],
               "candidates": int(sum(len(s.nodule) for s in train_sets)),
               "nodule_candidates": int(sum(int((s.nodule >= 0).sum()) for s in train_sets)),
-              "nodule_mix": mix, "extract_offset": offset,
+              "nodule_mix": mix, "extract_offset": offset, **({"extract_closing": closing} if closing else {}),
               "steps": steps, "extract_worker_minutes": round(sum(x.seconds for x in sets) / 60, 1),
               "extract_jobs": jobs, "train_minutes": round(t_train / 60, 1),
               "calibration": {"seeds": [CALIBRATION_SEED_START, CALIBRATION_SEED_START + n_cal - 1],
@@ -272,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"(default: the model's, {CANDIDATES['offset']})")
     ap.add_argument("--context", type=int, default=0,
                     help="side of the classifier's context patch in grid voxels (0: none)")
+    ap.add_argument("--closing", type=int, default=0,
+                    help="close the lung mask by a ball of this many grid voxels before the candidates are found, "
+                         "in training and in the file's stage 2 (0: none)")
+    ap.add_argument("--symmetric", action="store_true",
+                    help="accepted components keep a margin of at least the candidate offset")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = ap.parse_args(argv)
     if args.phantoms < 1 or args.n_cal < 1 or args.steps < 1 or args.max_fp < 0:
@@ -282,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         record = build_two_stage(Path(args.stage1), out, run_seed=args.seed, phantoms=args.phantoms,
                                  n_cal=args.n_cal, max_fp=args.max_fp, jobs=args.jobs, cache=cache, steps=args.steps,
                                  version=args.version, threads=args.threads, overwrite=args.overwrite,
-                                 mix=args.mix, extract_offset=args.extract_offset, context=args.context)
+                                 mix=args.mix, extract_offset=args.extract_offset, context=args.context,
+                                 closing=args.closing, symmetric=args.symmetric)
     except (MedCertError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -161,6 +161,8 @@ def _classifier_lines(clf: Any, candidates: Any) -> list[str]:
     extraction = {k: cand[k] for k in ("offset", "nms", "limit") if k in cand}  # what the training candidates used
     if "extract_offset" in clf:
         extraction["offset"] = clf["extract_offset"]
+    if "extract_closing" in clf:
+        extraction["closing"] = clf["extract_closing"]
     lines = [f"- Candidate classifier: {clf.get('candidates')} candidates ({clf.get('nodule_candidates')} on nodules) "
              f"of the calibrated stages above on phantoms {first}..{last} (nodule-rich mix at the generator's "
              f"acquisition), candidates `{json.dumps(extraction, sort_keys=True)}`; {clf.get('steps')} steps; "
@@ -169,8 +171,9 @@ def _classifier_lines(clf: Any, candidates: Any) -> list[str]:
     if cand.get("closing") or cand.get("symmetric"):
         lines.append(f"- Stage 2 at inference: the lung mask closed by a ball of {cand.get('closing', 0)} grid voxels "
                      "before the candidates are found (nodules against the pleura keep their own log-odds; the "
-                     "training candidates above had no closing); accepted components keep a margin of at least the "
-                     f"offset: {bool(cand.get('symmetric'))}.")
+                     f"training candidates above were found with a closing of {clf.get('extract_closing', 0)}); "
+                     "accepted components keep a margin of at least the offset: "
+                     f"{bool(cand.get('symmetric'))}.")
     return lines
 
 
