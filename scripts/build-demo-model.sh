@@ -3,7 +3,7 @@
 # speed on a 512x512x130 chest CT -> model card. Writes into ${1:-build/demo-model}; copy the weights and card into
 # Resources/Models/ and bench-full-size.json to docs/results/bench-full-size-<version>.json to ship them.
 # Training on 2 CPU cores: 62 min both networks + 27.5 min the nodule network (bf16 autocast), ~12 min the nodule
-# operating point, then ~70 min the candidate classifier (candidate extraction on 96 phantoms dominates), then
+# operating point, then ~110 min the candidate classifier (candidate extraction on 176 phantoms dominates), then
 # ~40 min of evaluation (two worker processes).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,10 +22,10 @@ mkdir -p "$out"
     --nodule-batch 2 --detection-weight 1.0 --overwrite
 "$py" -m medcert.training.operating_point --weights "$out/trained.safetensors" \
     --out "$out/stage2-calibrated.safetensors" --n 16 --jobs 2 --max-fp 1.0
-# Stage 3: candidates of the calibrated stages (nodule log-odds + 2.5) on 80 nodule-rich phantoms, a patch
+# Stage 3: candidates of the calibrated stages (nodule log-odds + 2.5) on 160 nodule-rich phantoms, a patch
 # classifier on them, its threshold on the calibration phantoms' candidates (<= 1 false candidate per scan).
 "$py" -m medcert.training.classifier --stage1 "$out/stage2-calibrated.safetensors" \
-    --out "$out/medcert-lung-demo.safetensors" --seed 2 --phantoms 80 --n-cal 16 --max-fp 1.0 --jobs 2 \
+    --out "$out/medcert-lung-demo.safetensors" --seed 2 --phantoms 160 --steps 2500 --n-cal 16 --max-fp 1.0 --jobs 2 \
     --cache "$out/candidates" --overwrite
 "$py" -m medcert.training.evaluate --weights "$out/medcert-lung-demo.safetensors" --n 50 --seed-start 900000 \
     --jobs 2 --json "$out/held-out.json" --update-weights-metrics

@@ -8,10 +8,10 @@ is above 0 is accepted and keeps the margin ``min(margin, S)``; every other voxe
 ``min(margin, 0) - offset`` (outside the candidate regions: stage 1's margin without the offset). So a voxel is
 labelled nodule exactly when it lies in an accepted component, and the labels elsewhere keep the headroom of
 stage 1's own operating point (interpolating the logits onto a fine input grid cannot raise specks of nodule
-there). With ``candidates.symmetric`` (default false: files of 3.0.0) an accepted component keeps at least
+there). With ``candidates.symmetric`` (default false: files of 3.0.0 and 3.1.0) an accepted component keeps at least
 ``+offset``, mirroring the ``-offset`` or less around it, so interpolation onto the input grid puts its edge
 half-way between grid voxels instead of shrinking a weakly raised component, often to nothing.
-With ``candidates.closing`` = ``r`` > 0 (default 0: files of 3.0.0) stage 2 first closes the lung mask (lung
+With ``candidates.closing`` = ``r`` > 0 (default 0: files of 3.0.0 and 3.1.0) stage 2 first closes the lung mask (lung
 network's lung above background) with a ball of radius ``r`` grid voxels, the classic rolling-ball step of lung
 CAD: in the indentations it fills, where a nodule against the pleura sits and the lung network calls it soft
 tissue, the nodule class takes the background's logit as its base, so the margin there is the nodule log-odds

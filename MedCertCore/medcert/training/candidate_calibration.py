@@ -13,7 +13,7 @@ is counted on the input grid without segmenting again. The pair that finds the m
 ``--max-fp`` false-positive components per scan (then the fewest false positives, then the smallest offset) is
 baked into the file: the offset into its config, ``-t`` into the classifier's output bias.
 
-The shipped model's threshold (3.0.0) is still set by :mod:`medcert.training.classifier` on candidates:
+The shipped model's threshold (3.0.0, 3.1.0) is set by :mod:`medcert.training.classifier` on candidates:
 recalibrating it this way did not help on the held-out phantoms (docs/demo-model.md, experiments 3.1 to 3.3).
 Counting here accepts every component with its full raised margin, while the model caps an accepted component's
 margin at its score, so a weakly raised component can be counted larger than the model draws it; with the file's

@@ -1,6 +1,6 @@
 """Stage 3 of the demo model: train the candidate classifier and assemble ``medcert.lungnodule/2``.
 
-    python -m medcert.training.classifier --stage1 FILE --out FILE [--seed 2] [--phantoms 80] [--n-cal 16] \
+    python -m medcert.training.classifier --stage1 FILE --out FILE [--seed 2] [--phantoms 160] [--n-cal 16] \
         [--max-fp 1.0] [--jobs 2] [--cache DIR] [--mix hard] [--extract-offset 2.5] [--context 0]
 
 ``--stage1`` is a calibrated ``medcert.lungnodule/1`` file. Candidates (:mod:`medcert.training.candidate_data`,
@@ -90,7 +90,7 @@ def _augment(x: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
     return out
 
 
-def train_classifier(sets: list[CandidateSet], *, steps: int = 1500, seed: int = 0, batch: int = 32,
+def train_classifier(sets: list[CandidateSet], *, steps: int = 2500, seed: int = 0, batch: int = 32,
                      lr: float = 1e-3, threads: int = 2, config: dict[str, Any] | None = None) -> nn.Module:
     """Balanced batches (half nodule candidates), BCE, AdamW + one-cycle, bfloat16 autocast."""
     from medcert.models.candidate_classifier import CandidateClassifier
@@ -267,10 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage1", required=True, help="calibrated medcert.lungnodule/1 weights")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=2, help="run seed of the training phantoms (default 2)")
-    ap.add_argument("--phantoms", type=int, default=80)
+    ap.add_argument("--phantoms", type=int, default=160)
     ap.add_argument("--n-cal", type=int, default=16)
     ap.add_argument("--max-fp", type=float, default=1.0)
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=2500)
     ap.add_argument("--version", default=MODEL_VERSION)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int)

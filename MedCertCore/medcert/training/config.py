@@ -30,7 +30,7 @@ ADAPTER: dict[str, Any] = {
     "overlap": 0.25, "labels": {"1": "right lung", "2": "left lung", "3": "lung nodule"}, "anomaly_label": 3,
 }
 MODEL_NAME = "medcert-lung-demo"
-MODEL_VERSION = "3.0.0"
+MODEL_VERSION = "3.1.0"
 INTENDED_USE = ("Demonstration of certified, replay-verifiable inference on synthetic chest CT phantoms. "
                 "Not a medical device; not for clinical use; never validated on patient data.")
 
