@@ -49,6 +49,8 @@ from medcert.training.parallel import map_seeds, set_threads, worker_threads
 
 SHIFT = 2  # extracted patches are this much wider than the classifier's input: one voxel of random shift each way
 
+STEPS = 2500  # classifier training steps of the shipped recipe (3.1.0)
+
 
 def _extract(job: tuple[int, bool], stage1: str, cache: str, threads: int | None, offset: float, size: int,
              mix: str, closing: int = 0) -> str:
@@ -90,7 +92,7 @@ def _augment(x: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
     return out
 
 
-def train_classifier(sets: list[CandidateSet], *, steps: int = 2500, seed: int = 0, batch: int = 32,
+def train_classifier(sets: list[CandidateSet], *, steps: int = STEPS, seed: int = 0, batch: int = 32,
                      lr: float = 1e-3, threads: int = 2, config: dict[str, Any] | None = None) -> nn.Module:
     """Balanced batches (half nodule candidates), BCE, AdamW + one-cycle, bfloat16 autocast."""
     from medcert.models.candidate_classifier import CandidateClassifier
@@ -270,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phantoms", type=int, default=160)
     ap.add_argument("--n-cal", type=int, default=16)
     ap.add_argument("--max-fp", type=float, default=1.0)
-    ap.add_argument("--steps", type=int, default=2500)
+    ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--version", default=MODEL_VERSION)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int)
