@@ -149,3 +149,42 @@ def test_calibrate_writes_the_chosen_point_into_the_file(stage1_file, two_stage_
     with pytest.raises(MedCertError, match="exists"):
         calibrate(two_stage_file, stage1_file, out, n=1, offsets=(OFFSET,), max_fp=2.0, jobs=1, cache=tmp_path,
                   overrides=TINY)
+
+
+def test_a_file_whose_components_grow_is_counted_exactly_at_each_threshold(stage1_file, tmp_path):
+    from medcert.training.candidate_calibration import calibrate
+
+    grown = _two_stage_file(stage1_file, tmp_path, symmetric=True, grow=1)
+    (tmp_path / "p").mkdir()
+    plain = scan_table(4, str(_two_stage_file(stage1_file, tmp_path / "p", symmetric=True)), str(tmp_path),
+                       (OFFSET,), 1, overrides=TINY)  # the same model without growing: its scores
+    scores = np.unique([s for s in plain["offsets"][str(OFFSET)]["scores"] if np.isfinite(s)])
+    assert scores.size >= 3
+    gap = int(np.argmax(np.diff(scores)))  # the widest gap: clear of the float16 rounding of the baked bias
+    assert scores[gap + 1] - scores[gap] > 0.1
+    thresholds = (float(scores[0]) - 1.0, float(scores[gap] + scores[gap + 1]) / 2, float(scores[-1]) + 1.0)
+    table = scan_table(4, str(grown), str(tmp_path), (OFFSET,), 1, overrides=TINY, thresholds=thresholds)
+    assert set(table["offsets"][str(OFFSET)]["exact"]) == {str(t) for t in thresholds}
+    ph = generate_chest_ct(4, **TINY)
+    counts = []
+    for thr in thresholds:
+        counts.append(count([table], str(OFFSET), thr))
+        w = _with_threshold(grown, thr, tmp_path / f"t{thr:.3f}.safetensors")
+        run = run_segmentation(ph.volume, WeightsAdapter.from_weights(load_weights(w)), DEFAULT_PROFILE,
+                               fingerprint=False, explain=False)
+        real = nodule_scores(ph.labels, run.outputs.labels, ph.volume.ijk_to_ras, ph.nodules)
+        big = [n for n in real["nodules"] if n["diameter_mm"] >= SENS_MIN_DIAMETER]
+        assert (sum(n["detected"] for n in big), len(big), real["fp"]) == counts[-1], thr
+    assert len({c[2] for c in counts}) >= 2  # the thresholds really changed the outcome
+    with pytest.raises(MedCertError, match="was not counted"):
+        count([table], str(OFFSET), 0.123)
+    out = tmp_path / "cal.safetensors"
+    res = calibrate(grown, stage1_file, out, n=1, offsets=(OFFSET,), max_fp=100.0, jobs=1, cache=tmp_path,
+                    overrides=TINY, thresholds=thresholds)
+    point = res["calibration"]
+    assert point["rule"]["thresholds"] == list(thresholds)
+    assert point["threshold"] in [round(t, 4) for t in thresholds]
+    best = max(c[0] for c in counts)
+    assert point["found_ge6mm"] == best
+    assert point["fp_per_scan"] == min(c[2] for c in counts if c[0] == best)
+    assert [c[0] for c in res["curves"][str(OFFSET)]] == sorted(thresholds)

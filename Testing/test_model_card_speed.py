@@ -75,13 +75,14 @@ def test_card_names_the_stage2_options_and_an_input_grid_calibration(weights, tm
            "offset": 2.5, "threshold": 0.66, "found_ge6mm": 71, "nodules_ge6mm": 86, "fp_per_scan": 0.58}
     meta = weights.metadata({**weights.metrics, "classifier": {**weights.metrics["classifier"], "calibration": cal}})
     meta["config"] = {**weights.config, "candidates": {**weights.config["candidates"], "closing": 8,
-                                                       "symmetric": True}}
+                                                       "symmetric": True, "grow": 1}}
     variant = load_weights(save_weights(tmp_path / "v.safetensors", weights.state_dict, meta))
     card = render(variant)
     # The classifier's training candidates are named by the settings they were extracted with, not the closing.
     assert 'candidates `{"limit": 512, "nms": 7, "offset": 2.5}`' in card
     assert "the lung mask closed by a ball of 8 grid voxels" in card
     assert "training candidates above were found with a closing of 0" in card
+    assert "accepted components grow by 1 grid voxels" in card
     clf = {**weights.metrics["classifier"], "calibration": cal, "extract_closing": 8}
     trained_closed = load_weights(save_weights(tmp_path / "c.safetensors", weights.state_dict,
                                                {**meta, "metrics": {**meta["metrics"], "classifier": clf}}))

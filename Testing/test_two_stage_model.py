@@ -144,6 +144,29 @@ def test_a_symmetric_gate_keeps_a_weak_accepted_component_through_resampling(sym
     assert (labels[7:11, 7:11, 7:11] == 3).sum() == (labels == 3).sum()
 
 
+@pytest.mark.parametrize("grow", [0, 1, 2])
+def test_an_accepted_component_grows_by_the_configured_grid_voxels_and_a_rejected_one_does_not(grow):
+    torch.manual_seed(0)
+    net = build_model("medcert.lungnodule/2", {**STAGE1, "classifier": CLASSIFIER, "candidates": {
+        "offset": 2.5, "nms": 3, "limit": 64, "symmetric": True, "grow": grow}}).eval()
+    for bias, expected in ((100.0, (2 + 2 * grow) ** 3), (-100.0, 0)):
+        with torch.no_grad():
+            net.classifier.head[4].bias.fill_(bias)
+            out, _ = net.refine(torch.rand(2, 10, 10, 10), _weak_candidate_logits())
+        nodule = (out.argmax(0) == 3).numpy()
+        assert nodule.sum() == expected
+        if expected:  # the 2x2x2 block at 4..5 dilated by `grow` voxels (26-connected), all at +offset
+            lo, hi = 4 - grow, 6 + grow
+            assert nodule[lo:hi, lo:hi, lo:hi].all()
+            ring = nodule.copy()
+            ring[4:6, 4:6, 4:6] = False
+            assert torch.allclose(nodule_margin(out)[torch.from_numpy(ring)], torch.tensor(2.5), atol=1e-5)
+    for bad in (5, -1, 1.0, True):
+        with pytest.raises(WeightsError, match=r"candidates\.grow must be an integer in 0\.\.4"):
+            build_model("medcert.lungnodule/2", {**STAGE1, "classifier": CLASSIFIER,
+                                                 "candidates": {"offset": 1.0, "grow": bad}})
+
+
 def test_the_symmetric_flag_must_be_a_boolean():
     with pytest.raises(WeightsError, match=r"candidates\.symmetric must be true or false"):
         build_model("medcert.lungnodule/2", {**STAGE1, "classifier": CLASSIFIER,
@@ -303,17 +326,18 @@ def test_stage3_cli_refuses_an_uncalibrated_stage1_file_and_writes_nothing(stage
     assert "not found" in capsys.readouterr().err and not out.exists()
 
 
-@pytest.mark.parametrize("closing", ["17", "-1"])
-def test_stage3_cli_refuses_a_bad_closing_before_any_work_and_writes_nothing(stage1_file, tmp_path, capsys, closing):
+@pytest.mark.parametrize(("option", "value"), [("--closing", "17"), ("--closing", "-1"), ("--grow", "5")])
+def test_stage3_cli_refuses_a_bad_stage2_option_before_any_work_and_writes_nothing(stage1_file, tmp_path, capsys,
+                                                                                   option, value):
     from medcert.training.classifier import main
 
     s1 = load_weights(stage1_file)
     calibrated = save_weights(tmp_path / "s1.safetensors", s1.state_dict,
                               s1.metadata({"operating_point": {"offset": 0.0}}))
     out, cache = tmp_path / "m.safetensors", tmp_path / "c"
-    assert main(["--stage1", str(calibrated), "--out", str(out), "--cache", str(cache), "--closing", closing]) == 2
+    assert main(["--stage1", str(calibrated), "--out", str(out), "--cache", str(cache), option, value]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "candidates.closing" in err and "\n" not in err
+    assert err.startswith("error: ") and f"candidates.{option[2:]}" in err and "\n" not in err
     assert not out.exists() and not cache.exists()
 
 

@@ -16,6 +16,9 @@ network's lung above background) with a ball of radius ``r`` grid voxels, the cl
 CAD: in the indentations it fills, where a nodule against the pleura sits and the lung network calls it soft
 tissue, the nodule class takes the background's logit as its base, so the margin there is the nodule log-odds
 alone.
+With ``candidates.grow`` = ``g`` > 0 (default 0: files up to 3.1.0) an accepted component also labels the voxels
+within ``g`` grid voxels of it (26-connected dilation) as nodule, at ``+offset``: a weakly raised candidate is often
+only the core of its nodule, a few grid voxels that vanish between the slices of a coarse input grid.
 The classifier's output bias is the operating point.
 """
 
@@ -35,6 +38,7 @@ from medcert.models.nodule_candidates import candidate_components, find_candidat
 CLASSIFIER_BIAS = "classifier.head.4.bias"
 CHUNK = 64  # candidates per classifier forward pass
 MAX_CLOSING = 16  # grid voxels
+MAX_GROW = 4  # grid voxels
 FLIPS = ((), (2,), (3,), (4,))
 
 
@@ -42,7 +46,8 @@ class TwoStageLungNoduleNet(nn.Module):
     """``lung``/``nodule`` as in ``medcert.lungnodule/1``; ``classifier`` a :class:`CandidateClassifier` config;
     ``candidates`` ``{"offset": logits added to the nodule log-odds, "nms": window, "limit": max candidates,
     "symmetric": accepted components keep a margin of at least ``offset`` (optional, default false),
-    "closing": radius in grid voxels of the lung mask's closing (optional, default 0: none)}``."""
+    "closing": radius in grid voxels of the lung mask's closing (optional, default 0: none),
+    "grow": grid voxels an accepted component grows by (optional, default 0: none)}``."""
 
     def __init__(self, lung: dict[str, Any], nodule: dict[str, Any], classifier: dict[str, Any],
                  candidates: dict[str, Any]) -> None:
@@ -54,12 +59,15 @@ class TwoStageLungNoduleNet(nn.Module):
         self.limit = int(candidates.get("limit", 512))
         self.symmetric = candidates.get("symmetric", False)
         self.closing = candidates.get("closing", 0)
+        self.grow = candidates.get("grow", 0)
         if self.nms < 1 or self.nms % 2 == 0 or not 1 <= self.limit <= 4096:
             raise ValueError("candidates.nms must be odd and positive, candidates.limit in 1..4096")
         if not isinstance(self.symmetric, bool):
             raise ValueError("candidates.symmetric must be true or false")
         if type(self.closing) is not int or not 0 <= self.closing <= MAX_CLOSING:
             raise ValueError(f"candidates.closing must be an integer in 0..{MAX_CLOSING}")
+        if type(self.grow) is not int or not 0 <= self.grow <= MAX_GROW:
+            raise ValueError(f"candidates.grow must be an integer in 0..{MAX_GROW}")
 
     def divisor(self) -> int:
         return self.stage1.divisor()
@@ -126,6 +134,10 @@ class TwoStageLungNoduleNet(nn.Module):
         if self.symmetric:
             accepted = torch.maximum(accepted, others + self.offset)
         out[3] = torch.where(cap > 0, accepted, torch.minimum(logits[3], others) - self.offset)
+        if self.grow:
+            ring = ndimage.binary_dilation((cap > 0).cpu().numpy(), np.ones((3, 3, 3), bool), self.grow)
+            ring = torch.from_numpy(ring).to(logits.device) & ~(cap > 0)
+            out[3] = torch.where(ring, others + self.offset, out[3])
         return out
 
     def candidate_saliency(self, found: dict[str, Any], shape: tuple[int, int, int]) -> np.ndarray | None:

@@ -1,7 +1,7 @@
 """Calibrate the two-stage model's operating point through the real pipeline, counted like the held-out benchmark.
 
     python -m medcert.training.candidate_calibration --weights FILE --stage1 FILE --out FILE [--n 60] \
-        [--offsets 2.5,3.5,4.5] [--max-fp 0.8] [--jobs 2] [--cache DIR]
+        [--offsets 2.5,3.5,4.5] [--thresholds -0.5,0,0.5,1,1.5,2] [--max-fp 0.8] [--jobs 2] [--cache DIR]
 
 Calibration phantoms (seeds from ``CALIBRATION_SEED_START``, the generator's own acquisition like the held-out
 set, disjoint from it) go through stage 1 once; the logits are cached per stage-1 file. For each candidate offset,
@@ -12,6 +12,10 @@ it covers. A threshold ``t`` keeps exactly the components scoring above ``t``, s
 is counted on the input grid without segmenting again. The pair that finds the most nodules ≥ 6 mm with at most
 ``--max-fp`` false-positive components per scan (then the fewest false positives, then the smallest offset) is
 baked into the file: the offset into its config, ``-t`` into the classifier's output bias.
+
+A file whose accepted components grow (``candidates.grow``) cannot be counted from one segmentation: grown
+components merge differently at each threshold. Its phantoms are segmented once per ``--thresholds`` value instead
+(the exact counts, "exact" in the table), and the point is chosen among those thresholds by the same rule.
 
 The shipped model's threshold (3.0.0, 3.1.0) is set by :mod:`medcert.training.classifier` on candidates:
 recalibrating it this way did not help on the held-out phantoms (docs/demo-model.md, experiments 3.1 to 3.3).
@@ -39,12 +43,14 @@ from medcert.training.config import CALIBRATION_SEED_START, STAGE1_ARCHITECTURE
 from medcert.training.evaluate import SENS_MIN_DIAMETER
 from medcert.training.parallel import map_seeds, set_threads, worker_threads
 
+THRESHOLDS = (-0.5, 0.0, 0.5, 1.0, 1.5, 2.0)  # counted exactly for files whose components grow
 ALWAYS = float("inf")  # score of a component no candidate component covers (present at every threshold)
 TABLE_FORMAT = 2  # cached tables of another format are counted again
 
 
 def scan_table(seed: int, weights: str, cache: str, offsets: tuple[float, ...], threads: int | None,
-               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+               overrides: dict[str, Any] | None = None,
+               thresholds: tuple[float, ...] = THRESHOLDS) -> dict[str, Any]:
     """Per offset: the input-grid nodule components' scores, which hit each GT nodule, and the GT diameters
     (cached as ``cache/table-{weights digest}-{seed}.json``, one offset at a time, and the stage-1 logits at
     ``logits_path``: ``cache`` is specific to the stage-1 weights; phantoms with ``overrides`` are
@@ -58,16 +64,24 @@ def scan_table(seed: int, weights: str, cache: str, offsets: tuple[float, ...], 
     table = json.loads(path.read_text()) if path.is_file() else {}
     if table.get("format") != TABLE_FORMAT:
         table = {"offsets": {}}
-    missing = tuple(o for o in offsets if str(o) not in table["offsets"])
+    missing = tuple(o for o in offsets if not _counted(table["offsets"].get(str(o)), thresholds))
     if missing:
-        new = _scan_table(seed, w, logits_path(Path(cache), seed, overrides), missing, threads, overrides)
+        new = _scan_table(seed, w, logits_path(Path(cache), seed, overrides), missing, threads, overrides,
+                          thresholds)
         table = {**new, "offsets": {**table["offsets"], **new["offsets"]}}
         atomic_write_bytes(path, json.dumps(table).encode())
     return table
 
 
+def _counted(entry: dict[str, Any] | None, thresholds: tuple[float, ...]) -> bool:
+    """Whether a table's entry for one offset holds what is asked (exact entries: every threshold)."""
+    if entry is None:
+        return False
+    return "exact" not in entry or all(str(float(t)) in entry["exact"] for t in thresholds)
+
+
 def _scan_table(seed: int, weights: Any, logits_path: Path, offsets: tuple[float, ...], threads: int | None,
-                overrides: dict[str, Any] | None) -> dict[str, Any]:
+                overrides: dict[str, Any] | None, thresholds: tuple[float, ...]) -> dict[str, Any]:
     from medcert.inference import WeightsAdapter
     from medcert.inference.postprocess import to_input_grid
     from medcert.phantom import generate_chest_ct
@@ -90,6 +104,11 @@ def _scan_table(seed: int, weights: Any, logits_path: Path, offsets: tuple[float
         logits[3] += offset
         with torch.inference_mode():
             found = model.find(x, logits)
+        if model.grow:
+            out["offsets"][str(offset)] = {"exact": _exact(model, found, prep, ph, adapter, thresholds),
+                                           "candidates": len(found["scores"])}
+            continue
+        with torch.inference_mode():
             refined = model.gate(found, threshold=-1e9).numpy()
         comp = found["components"]
         best = model.component_scores(found)
@@ -114,11 +133,40 @@ def _scan_table(seed: int, weights: Any, logits_path: Path, offsets: tuple[float
     return out
 
 
+def _exact(model: Any, found: dict[str, Any], prep: Any, ph: Any, adapter: Any,
+           thresholds: tuple[float, ...]) -> dict[str, Any]:
+    """Per threshold: which GT nodules the segmentation with that threshold detects, and its false-positive
+    components (segmenting once per threshold)."""
+    from medcert.inference.postprocess import to_input_grid
+    from medcert.tolerance import DEFAULT_PROFILE
+    from medcert.training.metrics import match_nodules
+
+    exact = {}
+    for thr in thresholds:
+        with torch.inference_mode():
+            refined = model.gate(found, threshold=float(thr)).numpy()
+        labels = to_input_grid(refined, prep.grid_to_ras, ph.volume, anomaly_label=adapter.anomaly_label,
+                               margin_tol=DEFAULT_PROFILE.margin).labels
+        m = match_nodules(ph.labels, labels, ph.volume.ijk_to_ras, ph.nodules)
+        exact[str(float(thr))] = {"detected": [bool(h) for h in m.hits], "fp": len(m.unmatched())}
+    return exact
+
+
 def count(tables: list[dict[str, Any]], offset: str, threshold: float) -> tuple[int, int, float]:
-    """Nodules ≥ 6 mm found, their number, false-positive components per scan at ``threshold``."""
+    """Nodules ≥ 6 mm found, their number, false-positive components per scan at ``threshold`` (of exact tables:
+    one of the thresholds they counted)."""
     found = total = fp = 0
     for t in tables:
         o = t["offsets"][offset]
+        if "exact" in o:
+            e = o["exact"].get(str(float(threshold)))
+            if e is None:
+                raise MedCertError(f"threshold {threshold} was not counted for seed {t['seed']}")
+            fp += e["fp"]
+            found += sum(bool(d >= SENS_MIN_DIAMETER and hit) for d, hit in zip(t["diameters_mm"], e["detected"],
+                                                                                 strict=True))
+            total += sum(d >= SENS_MIN_DIAMETER for d in t["diameters_mm"])
+            continue
         s = np.asarray(o["scores"], dtype=np.float64)
         keep = s > threshold
         fp += int(keep[o["unmatched"]].sum()) if o["unmatched"] else 0
@@ -131,12 +179,15 @@ def count(tables: list[dict[str, Any]], offset: str, threshold: float) -> tuple[
 
 def choose_point(tables: list[dict[str, Any]], offsets: tuple[float, ...], max_fp: float) -> dict[str, Any]:
     """The (offset, threshold) with the most nodules ≥ 6 mm found at ≤ ``max_fp`` FP/scan, then the fewest FP,
-    then the smallest offset; the threshold is midway between two distinct component scores."""
+    then the smallest offset; the threshold is midway between two distinct component scores (exact tables: one
+    of the thresholds every table counted)."""
     best: dict[str, Any] | None = None
     for offset in sorted(offsets):
         key = str(offset)
-        s = np.unique([v for t in tables for v in t["offsets"][key]["scores"] if np.isfinite(v)])
-        cuts = np.concatenate([[s[0] - 1.0], (s[:-1] + s[1:]) / 2, [s[-1] + 1.0]]) if s.size else np.zeros(1)
+        cuts = _exact_thresholds(tables, key)
+        if cuts is None:
+            s = np.unique([v for t in tables for v in t["offsets"][key]["scores"] if np.isfinite(v)])
+            cuts = list(np.concatenate([[s[0] - 1.0], (s[:-1] + s[1:]) / 2, [s[-1] + 1.0]]) if s.size else [0.0])
         for thr in cuts:
             found, total, fp = count(tables, key, float(thr))
             if fp > max_fp:
@@ -150,11 +201,19 @@ def choose_point(tables: list[dict[str, Any]], offsets: tuple[float, ...], max_f
     return best
 
 
+def _exact_thresholds(tables: list[dict[str, Any]], key: str) -> list[float] | None:
+    """The thresholds every table counted exactly at offset ``key``, or None for score tables."""
+    if not tables or "exact" not in tables[0]["offsets"][key]:
+        return None
+    return sorted(set.intersection(*(set(map(float, t["offsets"][key]["exact"])) for t in tables)))
+
+
 def calibrate(weights: Path, stage1: Path, out: Path, *, n: int, offsets: tuple[float, ...], max_fp: float,
               jobs: int, cache: Path, threads: int | None = None, overwrite: bool = False,
-              version: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Count every (offset, threshold) pair on ``n`` calibration phantoms and write the calibrated file
-    (``overrides``: phantom acquisition overrides, for tests)."""
+              version: str | None = None, overrides: dict[str, Any] | None = None,
+              thresholds: tuple[float, ...] = THRESHOLDS) -> dict[str, Any]:
+    """Count every (offset, threshold) pair on ``n`` calibration phantoms (a file whose components grow: each of
+    ``thresholds``) and write the calibrated file (``overrides``: phantom acquisition overrides, for tests)."""
     from medcert.models.lung_nodule_two_stage import CLASSIFIER_BIAS
     from medcert.weights import load_weights, save_weights
 
@@ -171,11 +230,11 @@ def calibrate(weights: Path, stage1: Path, out: Path, *, n: int, offsets: tuple[
     cache = cache / s1.digest_hex[:16]
     cache.mkdir(parents=True, exist_ok=True)
     fn = functools.partial(scan_table, weights=str(weights), cache=str(cache), offsets=offsets,
-                           threads=worker_threads(threads, jobs), overrides=overrides)
+                           threads=worker_threads(threads, jobs), overrides=overrides, thresholds=thresholds)
     tables = []
     for t in map_seeds(fn, range(CALIBRATION_SEED_START, CALIBRATION_SEED_START + n), jobs):
         tables.append(t)
-        print(f"seed {t['seed']}: " + ", ".join(f"offset {k}: {len(o['scores'])} components"
+        print(f"seed {t['seed']}: " + ", ".join(f"offset {k}: {o['candidates']} candidates"
                                                for k, o in t["offsets"].items()), flush=True)
     point = choose_point(tables, offsets, max_fp)
     state = dict(w.state_dict)
@@ -184,16 +243,18 @@ def calibrate(weights: Path, stage1: Path, out: Path, *, n: int, offsets: tuple[
     meta = w.metadata({k: v for k, v in w.metrics.items() if k != "held_out_phantoms"})
     meta["version"] = version or w.version
     meta["config"] = {**w.config, "candidates": {**w.config["candidates"], "offset": point["offset"]}}
+    exact = {"thresholds": [float(t) for t in thresholds]} if w.config["candidates"].get("grow") else {}
     record = {"seeds": [CALIBRATION_SEED_START, CALIBRATION_SEED_START + n - 1], "counted": "input-grid components",
-              "rule": {"max_fp_per_scan": max_fp, "offsets": list(offsets)}, **point}
+              "rule": {"max_fp_per_scan": max_fp, "offsets": list(offsets), **exact}, **point}
     meta["metrics"]["classifier"] = {**meta["metrics"].get("classifier", {}), "calibration": record}
     save_weights(out, state, meta, overwrite=overwrite)
     return {"calibration": record, "curves": {str(o): curve(tables, str(o)) for o in offsets}}
 
 
 def curve(tables: list[dict[str, Any]], offset: str) -> list[tuple[float, int, float]]:
-    """(threshold, found ≥ 6 mm, FP/scan) at a few thresholds, for the log."""
-    return [(thr, *count(tables, offset, thr)[::2]) for thr in (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0)]
+    """(threshold, found ≥ 6 mm, FP/scan) at a few thresholds (exact tables: the counted ones), for the log."""
+    cuts = _exact_thresholds(tables, offset) or (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0)
+    return [(thr, *count(tables, offset, thr)[::2]) for thr in cuts]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--n", type=int, default=60)
     ap.add_argument("--offsets", default="2.5,3.5,4.5")
+    ap.add_argument("--thresholds", default=",".join(str(t) for t in THRESHOLDS),
+                    help="thresholds counted exactly when the file's components grow (candidates.grow)")
     ap.add_argument("--max-fp", type=float, default=0.8)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int)
@@ -213,15 +276,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         offsets = tuple(float(v) for v in args.offsets.split(","))
+        thresholds = tuple(float(v) for v in args.thresholds.split(","))
     except ValueError:
-        ap.error("--offsets: comma-separated numbers")
+        ap.error("--offsets and --thresholds: comma-separated numbers")
     if args.n < 1 or args.max_fp < 0 or any(o < 0 for o in offsets):
         ap.error("--n must be positive, --max-fp and --offsets non-negative")
     out = Path(args.out)
     try:
         res = calibrate(Path(args.weights), Path(args.stage1), out, n=args.n, offsets=offsets, max_fp=args.max_fp,
                         jobs=args.jobs, cache=Path(args.cache) if args.cache else out.parent / "stage1-logits",
-                        threads=args.threads, overwrite=args.overwrite, version=args.version)
+                        threads=args.threads, overwrite=args.overwrite, version=args.version,
+                        thresholds=thresholds)
     except (MedCertError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -192,9 +192,10 @@ def assemble(stage1: Any, classifier: nn.Module, version: str, config: dict[str,
 def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: int, n_cal: int, max_fp: float,
                     jobs: int, cache: Path, steps: int, version: str, threads: int | None = None,
                     overwrite: bool = False, mix: str = "hard", extract_offset: float | None = None,
-                    context: int = 0, closing: int = 0, symmetric: bool = False) -> dict[str, Any]:
+                    context: int = 0, closing: int = 0, symmetric: bool = False, grow: int = 0) -> dict[str, Any]:
     """Extract candidates (after a lung-mask ``closing``), train, calibrate the bias, write ``out`` (stage 2 with
-    that ``closing`` and ``symmetric`` edges when set); returns the stage-3 record."""
+    that ``closing``, ``symmetric`` edges and accepted components grown by ``grow`` when set); returns the stage-3
+    record."""
     from medcert.models import build_model
     from medcert.weights import load_weights, save_weights
 
@@ -205,7 +206,7 @@ def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: in
     if out.exists() and not overwrite:
         raise MedCertError(f"{out} exists (pass --overwrite to replace it)")
     candidates = {**CANDIDATES, **({"closing": closing} if closing else {}),
-                  **({"symmetric": True} if symmetric else {})}
+                  **({"symmetric": True} if symmetric else {}), **({"grow": grow} if grow else {})}
     build_model(ARCHITECTURE, {**stage1.config, "classifier": CLASSIFIER, "candidates": candidates})  # validates
     wt = worker_threads(threads, jobs)
     config = {**CLASSIFIER, "context": context} if context else dict(CLASSIFIER)
@@ -287,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                          "in training and in the file's stage 2 (0: none)")
     ap.add_argument("--symmetric", action="store_true",
                     help="accepted components keep a margin of at least the candidate offset")
+    ap.add_argument("--grow", type=int, default=0,
+                    help="accepted components grow by this many grid voxels in the file's stage 2 (0: none)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = ap.parse_args(argv)
     if args.phantoms < 1 or args.n_cal < 1 or args.steps < 1 or args.max_fp < 0:
@@ -298,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                                  n_cal=args.n_cal, max_fp=args.max_fp, jobs=args.jobs, cache=cache, steps=args.steps,
                                  version=args.version, threads=args.threads, overwrite=args.overwrite,
                                  mix=args.mix, extract_offset=args.extract_offset, context=args.context,
-                                 closing=args.closing, symmetric=args.symmetric)
+                                 closing=args.closing, symmetric=args.symmetric, grow=args.grow)
     except (MedCertError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -168,12 +168,13 @@ def _classifier_lines(clf: Any, candidates: Any) -> list[str]:
              f"acquisition), candidates `{json.dumps(extraction, sort_keys=True)}`; {clf.get('steps')} steps; "
              f"candidate extraction {clf.get('extract_worker_minutes')} worker-minutes ({clf.get('extract_jobs')} "
              f"workers), training {clf.get('train_minutes')} min."]
-    if cand.get("closing") or cand.get("symmetric"):
+    if cand.get("closing") or cand.get("symmetric") or cand.get("grow"):
         lines.append(f"- Stage 2 at inference: the lung mask closed by a ball of {cand.get('closing', 0)} grid voxels "
                      "before the candidates are found (nodules against the pleura keep their own log-odds; the "
                      f"training candidates above were found with a closing of {clf.get('extract_closing', 0)}); "
                      "accepted components keep a margin of at least the offset: "
-                     f"{bool(cand.get('symmetric'))}.")
+                     f"{bool(cand.get('symmetric'))}; accepted components grow by {cand.get('grow', 0)} grid "
+                     "voxels.")
     return lines
 
 
