@@ -133,10 +133,11 @@ class TwoStageLungNoduleNet(nn.Module):
         accepted = torch.minimum(logits[3], others + cap.clamp_min(0))
         if self.symmetric:
             accepted = torch.maximum(accepted, others + self.offset)
-        out[3] = torch.where(cap > 0, accepted, torch.minimum(logits[3], others) - self.offset)
+        keep = cap > 0
+        out[3] = torch.where(keep, accepted, torch.minimum(logits[3], others) - self.offset)
         if self.grow:
-            ring = ndimage.binary_dilation((cap > 0).cpu().numpy(), np.ones((3, 3, 3), bool), self.grow)
-            ring = torch.from_numpy(ring).to(logits.device) & ~(cap > 0)
+            ring = ndimage.binary_dilation(keep.cpu().numpy(), np.ones((3, 3, 3), bool), self.grow)
+            ring = torch.from_numpy(ring).to(logits.device) & ~keep
             out[3] = torch.where(ring, others + self.offset, out[3])
         return out
 

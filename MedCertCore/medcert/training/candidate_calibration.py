@@ -83,10 +83,7 @@ def _counted(entry: dict[str, Any] | None, thresholds: tuple[float, ...]) -> boo
 def _scan_table(seed: int, weights: Any, logits_path: Path, offsets: tuple[float, ...], threads: int | None,
                 overrides: dict[str, Any] | None, thresholds: tuple[float, ...]) -> dict[str, Any]:
     from medcert.inference import WeightsAdapter
-    from medcert.inference.postprocess import to_input_grid
     from medcert.phantom import generate_chest_ct
-    from medcert.tolerance import DEFAULT_PROFILE
-    from medcert.training.metrics import match_nodules
 
     set_threads(threads)
     ph = generate_chest_ct(seed, **(overrides or {}))
@@ -105,16 +102,15 @@ def _scan_table(seed: int, weights: Any, logits_path: Path, offsets: tuple[float
         with torch.inference_mode():
             found = model.find(x, logits)
         if model.grow:
-            out["offsets"][str(offset)] = {"exact": _exact(model, found, prep, ph, adapter, thresholds),
-                                           "candidates": len(found["scores"])}
+            exact = {}
+            for thr in thresholds:  # grown components merge differently at each threshold: segment each
+                m = _segment_and_match(model, found, float(thr), prep, ph, adapter)
+                exact[str(float(thr))] = {"detected": [bool(h) for h in m.hits], "fp": len(m.unmatched())}
+            out["offsets"][str(offset)] = {"exact": exact, "candidates": len(found["scores"])}
             continue
-        with torch.inference_mode():
-            refined = model.gate(found, threshold=-1e9).numpy()
         comp = found["components"]
         best = model.component_scores(found)
-        labels = to_input_grid(refined, prep.grid_to_ras, ph.volume, anomaly_label=adapter.anomaly_label,
-                               margin_tol=DEFAULT_PROFILE.margin).labels
-        m = match_nodules(ph.labels, labels, ph.volume.ijk_to_ras, ph.nodules)
+        m = _segment_and_match(model, found, -1e9, prep, ph, adapter)
         scores = {}
         hi = np.array(comp.shape)[:, None] - 1
         for k, ix in m.voxels.items():
@@ -133,23 +129,18 @@ def _scan_table(seed: int, weights: Any, logits_path: Path, offsets: tuple[float
     return out
 
 
-def _exact(model: Any, found: dict[str, Any], prep: Any, ph: Any, adapter: Any,
-           thresholds: tuple[float, ...]) -> dict[str, Any]:
-    """Per threshold: which GT nodules the segmentation with that threshold detects, and its false-positive
-    components (segmenting once per threshold)."""
+def _segment_and_match(model: Any, found: dict[str, Any], threshold: float, prep: Any, ph: Any,
+                       adapter: Any) -> Any:
+    """Stage 2's segmentation at ``threshold`` on the phantom's input grid, matched to its GT nodules."""
     from medcert.inference.postprocess import to_input_grid
     from medcert.tolerance import DEFAULT_PROFILE
     from medcert.training.metrics import match_nodules
 
-    exact = {}
-    for thr in thresholds:
-        with torch.inference_mode():
-            refined = model.gate(found, threshold=float(thr)).numpy()
-        labels = to_input_grid(refined, prep.grid_to_ras, ph.volume, anomaly_label=adapter.anomaly_label,
-                               margin_tol=DEFAULT_PROFILE.margin).labels
-        m = match_nodules(ph.labels, labels, ph.volume.ijk_to_ras, ph.nodules)
-        exact[str(float(thr))] = {"detected": [bool(h) for h in m.hits], "fp": len(m.unmatched())}
-    return exact
+    with torch.inference_mode():
+        refined = model.gate(found, threshold=threshold).numpy()
+    labels = to_input_grid(refined, prep.grid_to_ras, ph.volume, anomaly_label=adapter.anomaly_label,
+                           margin_tol=DEFAULT_PROFILE.margin).labels
+    return match_nodules(ph.labels, labels, ph.volume.ijk_to_ras, ph.nodules)
 
 
 def count(tables: list[dict[str, Any]], offset: str, threshold: float) -> tuple[int, int, float]:
