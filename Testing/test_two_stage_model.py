@@ -257,6 +257,25 @@ def test_candidate_labels_training_and_threshold(stage1_file, tmp_path):
 
 
 
+def test_bf16_training_candidates_are_cached_apart_and_close_to_float32(stage1_file, tmp_path):
+    from medcert.training.candidate_data import logits_path
+
+    adapter = WeightsAdapter.from_weights(load_weights(stage1_file))
+    net1 = adapter.network().requires_grad_(False)
+    paths = {p: logits_path(tmp_path, 4, TINY, p) for p in ("fp32", "bf16")}
+    assert paths["fp32"] != paths["bf16"] and paths["fp32"] == logits_path(tmp_path, 4, TINY)
+    sets = {p: extract_candidates(4, adapter, net1, offset=20.0, nms=3, limit=5000, size=10, overrides=TINY,
+                                  logits_path=paths[p], precision=p) for p in paths}
+    l32, l16 = np.load(paths["fp32"]), np.load(paths["bf16"])
+    assert l16.dtype == np.float32 and l16.shape == l32.shape and not np.array_equal(l16, l32)
+    assert np.abs(l16 - l32).max() <= 0.05 * np.abs(l32).max()  # bfloat16 keeps 8 bits of mantissa
+    a, b = sets["fp32"], sets["bf16"]
+    assert abs(len(a.nodule) - len(b.nodule)) <= 0.1 * len(a.nodule)
+    assert set(a.nodule[a.nodule >= 0].tolist()) == set(b.nodule[b.nodule >= 0].tolist())
+    with pytest.raises(ValueError, match="precision"):
+        logits_path(tmp_path, 4, TINY, "fp16")
+
+
 def test_training_candidates_with_a_closing_are_the_candidates_inference_finds(stage1_file, tmp_path):
     from medcert.phantom import generate_chest_ct
     from medcert.training.classifier import centre_crop

@@ -3,7 +3,8 @@
 A phantom goes through the real preprocessing and the stage-1 sliding window of a ``medcert.lungnodule/1`` file
 with the nodule log-odds raised by ``offset``; every candidate (:mod:`medcert.models.nodule_candidates`) gets a
 patch ``size``³ and the index of the nodule it hits: within the nodule's radius + 2 mm of its centre, or on one
-of its voxels (``-1``: a false candidate).
+of its voxels (``-1``: a false candidate). Training candidates may come from a bfloat16 sliding window
+(``precision="bf16"``, about 2.3x faster on CPU); what calibrates the model uses float32, like inference.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from medcert.phantom import NODULE, generate_chest_ct
 from medcert.training.dataset import training_overrides
 
 HIT_SLACK_MM = 2.0
+PRECISIONS = ("fp32", "bf16")  # of the stage-1 sliding window that finds candidates
 
 
 @dataclass
@@ -71,18 +73,29 @@ def overrides_tag(overrides: dict[str, Any] | None) -> str:
     return "-" + hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def logits_path(cache: Path, seed: int, overrides: dict[str, Any] | None) -> Path:
-    """Where phantom ``seed``'s stage-1 logits are cached in ``cache`` (a folder specific to the stage-1 weights,
-    shared by candidate extraction and calibration)."""
-    return cache / f"logits{overrides_tag(overrides)}-{seed}.npy"
+def logits_path(cache: Path, seed: int, overrides: dict[str, Any] | None, precision: str = "fp32") -> Path:
+    """Where phantom ``seed``'s stage-1 logits (sliding window in ``precision``) are cached in ``cache`` (a folder
+    specific to the stage-1 weights, shared by candidate extraction and calibration)."""
+    _check_precision(precision)
+    kind = "" if precision == "fp32" else f"-{precision}"
+    return cache / f"logits{overrides_tag(overrides)}{kind}-{seed}.npy"
 
 
-def stage1_logits(network: torch.nn.Module, adapter: Any, prep: Any, path: Path | None) -> np.ndarray:
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+
+
+def stage1_logits(network: torch.nn.Module, adapter: Any, prep: Any, path: Path | None,
+                  precision: str = "fp32") -> np.ndarray:
     """Stage-1 logits (``medcert.lungnodule/1`` ``network``, no candidate offset) of the preprocessed phantom
-    ``prep`` on the canonical grid; cached at ``path`` (:func:`logits_path`) when given."""
+    ``prep`` on the canonical grid, float32 (``precision="bf16"``: the tiles run under bfloat16 autocast);
+    cached at ``path`` (:func:`logits_path` with the same ``precision``) when given."""
+    _check_precision(precision)
     if path is not None and path.is_file():
         return np.load(path)
-    logits = sliding_window_logits(network, prep.tensor, adapter.patch, adapter.overlap)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits = sliding_window_logits(network, prep.tensor, adapter.patch, adapter.overlap)
     if path is not None:
         from medcert.atomic import atomic_write_bytes
 
@@ -94,14 +107,15 @@ def stage1_logits(network: torch.nn.Module, adapter: Any, prep: Any, path: Path 
 
 def extract_candidates(seed: int, adapter: Any, network: torch.nn.Module, *, offset: float, nms: int, limit: int,
                        size: int, overrides: dict[str, Any], logits_path: Path | None = None,
-                       closing: int = 0) -> CandidateSet:
+                       closing: int = 0, precision: str = "fp32") -> CandidateSet:
     """Candidates, patches and labels of phantom ``seed`` (generated with ``overrides``) under stage-1
-    ``network`` (``medcert.lungnodule/1``; its logits cached at ``logits_path`` when given), after closing the
-    lung mask by ``closing`` grid voxels as the two-stage model does (``candidates.closing``)."""
+    ``network`` (``medcert.lungnodule/1``, sliding window in ``precision``; its logits cached at ``logits_path``
+    when given), after closing the lung mask by ``closing`` grid voxels as the two-stage model does
+    (``candidates.closing``)."""
     t0 = time.perf_counter()
     ph = generate_chest_ct(seed, **overrides)
     prep = adapter.preprocess(ph.volume)
-    logits = close_lungs(torch.from_numpy(stage1_logits(network, adapter, prep, logits_path)), closing)
+    logits = close_lungs(torch.from_numpy(stage1_logits(network, adapter, prep, logits_path, precision)), closing)
     margin = nodule_margin(logits)
     centres = find_candidates(margin + offset, nms, limit)
     patches = gather_patches(torch.from_numpy(prep.tensor[0]), margin, centres, size)

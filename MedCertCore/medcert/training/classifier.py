@@ -1,7 +1,8 @@
 """Stage 3 of the demo model: train the candidate classifier and assemble ``medcert.lungnodule/2``.
 
     python -m medcert.training.classifier --stage1 FILE --out FILE [--seed 2] [--phantoms 160] [--n-cal 16] \
-        [--max-fp 1.0] [--jobs 2] [--cache DIR] [--mix hard] [--extract-offset 2.5] [--context 0]
+        [--max-fp 1.0] [--jobs 2] [--cache DIR] [--mix hard] [--extract-offset 2.5] [--context 0] \
+        [--extract-precision fp32]
 
 ``--stage1`` is a calibrated ``medcert.lungnodule/1`` file. Candidates (:mod:`medcert.training.candidate_data`,
 nodule log-odds raised by ``--extract-offset``) come from training phantoms ``training_phantom_seed(seed, i)``
@@ -9,6 +10,8 @@ nodule log-odds raised by ``--extract-offset``) come from training phantoms ``tr
 trains on balanced batches of training candidates (random ``S``³ crops of ``(S+2)``³ patches, flips, x/y swap),
 and its output bias is then shifted so that on the calibration candidates of the file's own offset, scored exactly
 as at inference, the most nodules ≥ 6 mm are hit with at most ``--max-fp`` false candidates per scan.
+``--extract-precision bf16`` finds the training candidates with a bfloat16 sliding window (the calibration
+candidates stay float32, as at inference).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from torch import nn
 from medcert.errors import MedCertError
 from medcert.models.lung_nodule_two_stage import CLASSIFIER_BIAS, TwoStageLungNoduleNet
 from medcert.training.candidate_data import (
+    PRECISIONS,
     CandidateSet,
     extract_candidates,
     logits_path,
@@ -53,16 +57,18 @@ STEPS = 2500  # classifier training steps of the shipped recipe (3.1.0)
 
 
 def _extract(job: tuple[int, bool], stage1: str, cache: str, threads: int | None, offset: float, size: int,
-             mix: str, closing: int = 0) -> str:
-    """Candidates of phantom ``job = (seed, training)`` (training phantoms: nodule ``mix``) at candidate
-    ``offset`` after a lung-mask ``closing``, patches ``size``³, cached as ``cache/candidates-{key}-{seed}.npz``
-    with the stage-1 logits at :func:`logits_path` (reused when present; ``cache`` is specific to the stage-1
-    file)."""
+             mix: str, closing: int = 0, precision: str = "fp32") -> str:
+    """Candidates of phantom ``job = (seed, training)`` (training phantoms: nodule ``mix`` and a sliding window in
+    ``precision``; others: float32) at candidate ``offset`` after a lung-mask ``closing``, patches ``size``³,
+    cached as ``cache/candidates-{key}-{seed}.npz`` with the stage-1 logits at :func:`logits_path` (reused when
+    present; ``cache`` is specific to the stage-1 file)."""
     seed, training = job
     ov = phantom_overrides(seed, training, mix)
+    precision = precision if training else "fp32"
     settings = {"offset": offset, "size": size, "nms": CANDIDATES["nms"], "limit": CANDIDATES["limit"],
-                "phantom": ov}
-    key = overrides_tag({**settings, "closing": closing} if closing else settings)
+                "phantom": ov, **({"closing": closing} if closing else {}),
+                **({"precision": precision} if precision != "fp32" else {})}
+    key = overrides_tag(settings)
     out = Path(cache) / f"candidates{key}-{seed}.npz"
     if out.is_file():
         return str(out)
@@ -74,7 +80,8 @@ def _extract(job: tuple[int, bool], stage1: str, cache: str, threads: int | None
     adapter = WeightsAdapter.from_weights(load_weights(stage1))
     cs = extract_candidates(seed, adapter, adapter.network().requires_grad_(False), offset=offset,
                             nms=CANDIDATES["nms"], limit=CANDIDATES["limit"], size=size, overrides=ov,
-                            logits_path=logits_path(Path(cache), seed, ov), closing=closing)
+                            logits_path=logits_path(Path(cache), seed, ov, precision), closing=closing,
+                            precision=precision)
     atomic_write_bytes(out, cs.to_bytes(), overwrite=True)
     return str(out)
 
@@ -192,10 +199,11 @@ def assemble(stage1: Any, classifier: nn.Module, version: str, config: dict[str,
 def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: int, n_cal: int, max_fp: float,
                     jobs: int, cache: Path, steps: int, version: str, threads: int | None = None,
                     overwrite: bool = False, mix: str = "hard", extract_offset: float | None = None,
-                    context: int = 0, closing: int = 0, symmetric: bool = False, grow: int = 0) -> dict[str, Any]:
-    """Extract candidates (after a lung-mask ``closing``), train, calibrate the bias, write ``out`` (stage 2 with
-    that ``closing``, ``symmetric`` edges and accepted components grown by ``grow`` when set); returns the stage-3
-    record."""
+                    context: int = 0, closing: int = 0, symmetric: bool = False, grow: int = 0,
+                    extract_precision: str = "fp32") -> dict[str, Any]:
+    """Extract candidates (after a lung-mask ``closing``; training phantoms' sliding window in
+    ``extract_precision``), train, calibrate the bias, write ``out`` (stage 2 with that ``closing``, ``symmetric``
+    edges and accepted components grown by ``grow`` when set); returns the stage-3 record."""
     from medcert.models import build_model
     from medcert.weights import load_weights, save_weights
 
@@ -205,6 +213,8 @@ def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: in
                            "(python -m medcert.training.operating_point)")
     if out.exists() and not overwrite:
         raise MedCertError(f"{out} exists (pass --overwrite to replace it)")
+    if extract_precision not in PRECISIONS:
+        raise MedCertError(f"extract precision must be one of {', '.join(PRECISIONS)}")
     candidates = {**CANDIDATES, **({"closing": closing} if closing else {}),
                   **({"symmetric": True} if symmetric else {}), **({"grow": grow} if grow else {})}
     build_model(ARCHITECTURE, {**stage1.config, "classifier": CLASSIFIER, "candidates": candidates})  # validates
@@ -219,7 +229,7 @@ def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: in
     cache.mkdir(parents=True, exist_ok=True)
     size = max(config["patch"], context) + SHIFT
     fn = functools.partial(_extract, stage1=str(stage1_path), cache=str(cache), threads=wt, offset=offset,
-                           size=size, mix=mix, closing=closing)
+                           size=size, mix=mix, closing=closing, precision=extract_precision)
     paths = list(map_seeds(fn, jobs_list, jobs))
     sets = [CandidateSet.load(Path(p)) for p in paths]
     train_sets, cal_sets = sets[:phantoms], [at_offset(s, CANDIDATES["offset"]) for s in sets[phantoms:]]
@@ -237,6 +247,7 @@ def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: in
               "candidates": int(sum(len(s.nodule) for s in train_sets)),
               "nodule_candidates": int(sum(int((s.nodule >= 0).sum()) for s in train_sets)),
               "nodule_mix": mix, "extract_offset": offset, **({"extract_closing": closing} if closing else {}),
+              **({"extract_precision": extract_precision} if extract_precision != "fp32" else {}),
               "steps": steps, "extract_worker_minutes": round(sum(x.seconds for x in sets) / 60, 1),
               "extract_jobs": jobs, "train_minutes": round(t_train / 60, 1),
               "calibration": {"seeds": [CALIBRATION_SEED_START, CALIBRATION_SEED_START + n_cal - 1],
@@ -290,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="accepted components keep a margin of at least the candidate offset")
     ap.add_argument("--grow", type=int, default=0,
                     help="accepted components grow by this many grid voxels in the file's stage 2 (0: none)")
+    ap.add_argument("--extract-precision", default="fp32", choices=PRECISIONS,
+                    help="sliding window of the training phantoms' candidates (calibration: always fp32)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = ap.parse_args(argv)
     if args.phantoms < 1 or args.n_cal < 1 or args.steps < 1 or args.max_fp < 0:
@@ -301,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                                  n_cal=args.n_cal, max_fp=args.max_fp, jobs=args.jobs, cache=cache, steps=args.steps,
                                  version=args.version, threads=args.threads, overwrite=args.overwrite,
                                  mix=args.mix, extract_offset=args.extract_offset, context=args.context,
-                                 closing=args.closing, symmetric=args.symmetric, grow=args.grow)
+                                 closing=args.closing, symmetric=args.symmetric, grow=args.grow,
+                                 extract_precision=args.extract_precision)
     except (MedCertError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
