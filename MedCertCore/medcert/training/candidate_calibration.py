@@ -153,18 +153,16 @@ def count(tables: list[dict[str, Any]], offset: str, threshold: float) -> tuple[
             e = o["exact"].get(str(float(threshold)))
             if e is None:
                 raise MedCertError(f"threshold {threshold} was not counted for seed {t['seed']}")
-            fp += e["fp"]
-            found += sum(bool(d >= SENS_MIN_DIAMETER and hit) for d, hit in zip(t["diameters_mm"], e["detected"],
-                                                                                 strict=True))
-            total += sum(d >= SENS_MIN_DIAMETER for d in t["diameters_mm"])
-            continue
-        s = np.asarray(o["scores"], dtype=np.float64)
-        keep = s > threshold
-        fp += int(keep[o["unmatched"]].sum()) if o["unmatched"] else 0
-        for d, hit in zip(t["diameters_mm"], o["hits"], strict=True):
+            scan_fp, detected = e["fp"], e["detected"]
+        else:
+            keep = np.asarray(o["scores"], dtype=np.float64) > threshold
+            scan_fp = int(keep[o["unmatched"]].sum()) if o["unmatched"] else 0
+            detected = [bool(hit) and bool(keep[hit].any()) for hit in o["hits"]]
+        fp += scan_fp
+        for d, hit in zip(t["diameters_mm"], detected, strict=True):
             if d >= SENS_MIN_DIAMETER:
                 total += 1
-                found += bool(hit) and bool(keep[hit].any())
+                found += bool(hit)
     return found, total, fp / max(1, len(tables))
 
 

@@ -77,12 +77,13 @@ def overrides_tag(overrides: dict[str, Any] | None) -> str:
 def logits_path(cache: Path, seed: int, overrides: dict[str, Any] | None, precision: str = "fp32") -> Path:
     """Where phantom ``seed``'s stage-1 logits (sliding window in ``precision``) are cached in ``cache`` (a folder
     specific to the stage-1 weights, shared by candidate extraction and calibration)."""
-    _check_precision(precision)
+    check_precision(precision)
     kind = "" if precision == "fp32" else f"-{precision}"
     return cache / f"logits{overrides_tag(overrides)}{kind}-{seed}.npy"
 
 
-def _check_precision(precision: str) -> None:
+def check_precision(precision: str) -> None:
+    """Refuse a sliding-window precision other than :data:`PRECISIONS` (ValueError)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
 
@@ -92,7 +93,7 @@ def stage1_logits(network: torch.nn.Module, adapter: Any, prep: Any, path: Path 
     """Stage-1 logits (``medcert.lungnodule/1`` ``network``, no candidate offset) of the preprocessed phantom
     ``prep`` on the canonical grid, float32 (``precision="bf16"``: the tiles run under bfloat16 autocast);
     cached at ``path`` (:func:`logits_path` with the same ``precision``) when given."""
-    _check_precision(precision)
+    check_precision(precision)
     if path is not None and path.is_file():
         return np.load(path)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):

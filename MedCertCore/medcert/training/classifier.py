@@ -33,6 +33,7 @@ from medcert.models.lung_nodule_two_stage import CLASSIFIER_BIAS, TwoStageLungNo
 from medcert.training.candidate_data import (
     PRECISIONS,
     CandidateSet,
+    check_precision,
     extract_candidates,
     logits_path,
     overrides_tag,
@@ -213,8 +214,7 @@ def build_two_stage(stage1_path: Path, out: Path, *, run_seed: int, phantoms: in
                            "(python -m medcert.training.operating_point)")
     if out.exists() and not overwrite:
         raise MedCertError(f"{out} exists (pass --overwrite to replace it)")
-    if extract_precision not in PRECISIONS:
-        raise MedCertError(f"extract precision must be one of {', '.join(PRECISIONS)}")
+    check_precision(extract_precision)
     candidates = {**CANDIDATES, **({"closing": closing} if closing else {}),
                   **({"symmetric": True} if symmetric else {}), **({"grow": grow} if grow else {})}
     build_model(ARCHITECTURE, {**stage1.config, "classifier": CLASSIFIER, "candidates": candidates})  # validates
